@@ -1,0 +1,144 @@
+//! Command-line glue: the clap definitions, one file per subcommand, and the mapping of
+//! failures to exit statuses. No logic of its own beyond reading arguments and printing.
+
+mod entry;
+mod plan;
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::index::{Index, IndexError};
+use crate::plan::PlanErrors;
+
+/// Where `--config` points when neither the flag nor `MODELS_FETCH_CONFIG` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/models-fetch/config.toml";
+
+/// Put verified model files from the Hugging Face Hub on this host.
+#[derive(Debug, Parser)]
+#[command(name = "models-fetch", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check an index file against the schema and the rules a schema cannot state.
+    Validate(validate::Args),
+    /// Hash a model file and print its index entry (optionally writing it into an index).
+    Entry(entry::Args),
+    /// Show what would be fetched, from where, and where it would be published (no network).
+    Plan(plan::Args),
+}
+
+/// The config file flag shared by the subcommands that read the daemon's config.
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The daemon's config file (TOML).
+    #[arg(long, value_name = "FILE", env = "MODELS_FETCH_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+impl ConfigArg {
+    /// The config and the index it names, both checked.
+    fn load(&self) -> Result<(Config, Index), Failure> {
+        let config = Config::load(&self.config)?;
+        let index = Index::load(&config.index)?;
+        Ok((config, index))
+    }
+}
+
+impl Cli {
+    pub fn run(self) -> Result<Status, Failure> {
+        match self.command {
+            Command::Validate(args) => validate::run(&args),
+            Command::Entry(args) => entry::run(&args),
+            Command::Plan(args) => plan::run(&args),
+        }
+    }
+}
+
+/// Exit statuses, from sysexits.h where one fits, so a unit can name the permanent ones in
+/// `RestartPreventExitStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success = 0,
+    /// `validate` found problems.
+    Invalid = 1,
+    /// EX_DATAERR: the index is invalid, or a file does not match it.
+    DataErr = 65,
+    /// EX_NOINPUT: an input file is missing or unreadable.
+    NoInput = 66,
+    /// EX_IOERR: writing failed.
+    IoErr = 74,
+    /// EX_CONFIG: the config is invalid or cannot be deployed with the index.
+    Config = 78,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> ExitCode {
+        ExitCode::from(status as u8)
+    }
+}
+
+/// An error on its way to the user, with the exit status it ends in.
+#[derive(Debug)]
+pub struct Failure {
+    status: Status,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn new(status: Status, error: impl Into<anyhow::Error>) -> Self {
+        Self { status, error: error.into() }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::new(Status::Config, e)
+    }
+}
+
+impl From<IndexError> for Failure {
+    fn from(e: IndexError) -> Self {
+        let status = match e {
+            IndexError::Read { .. } => Status::NoInput,
+            _ => Status::DataErr,
+        };
+        Self::new(status, e)
+    }
+}
+
+impl From<PlanErrors> for Failure {
+    fn from(e: PlanErrors) -> Self {
+        Self::new(Status::Config, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,59 @@
+//! `models-fetch validate [INDEX]`: every problem of an index file, like `ajv validate`, plus
+//! the checks a schema cannot state; placeholder (stub) values are warnings unless denied.
+
+use std::path::PathBuf;
+
+use super::{Failure, Status};
+use crate::index::{Index, IndexError};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// The index file.
+    #[arg(default_value = "index.json")]
+    index: PathBuf,
+    /// Treat entries that still hold placeholder values as errors.
+    #[arg(long)]
+    deny_stubs: bool,
+}
+
+pub(super) fn run(args: &Args) -> Result<Status, Failure> {
+    let path = &args.index;
+    let index = match Index::load(path) {
+        Ok(index) => index,
+        Err(IndexError::Invalid { problems, .. }) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            println!("{} invalid: {} problems", path.display(), problems.len());
+            return Ok(Status::Invalid);
+        }
+        Err(e @ (IndexError::Syntax { .. } | IndexError::TooLarge { .. })) => {
+            println!("{e}");
+            println!("{} invalid", path.display());
+            return Ok(Status::Invalid);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let level = if args.deny_stubs { "error" } else { "warning" };
+    let mut stub_entries = 0;
+    for (i, entry, fields) in index.stubs() {
+        stub_entries += 1;
+        for field in fields {
+            println!(
+                "{level}: {}: /models/{i}{}: placeholder value ({}) [model {}]",
+                path.display(),
+                field.pointer,
+                field.reason,
+                entry.id
+            );
+        }
+    }
+    let models = index.entries.len();
+    if args.deny_stubs && stub_entries > 0 {
+        println!("{} invalid: {stub_entries} stub entries of {models} models", path.display());
+        return Ok(Status::Invalid);
+    }
+    let note = if stub_entries > 0 { " (stub entries are never deployed)" } else { "" };
+    println!("{} valid: {models} models, {stub_entries} stub entries{note}", path.display());
+    Ok(Status::Success)
+}

@@ -1,0 +1,203 @@
+//! The model index (`index.json`): loading, validation and the typed entries.
+//!
+//! Loading reads the file once, parses JSON (syntax errors carry line and column), checks the
+//! whole document against the project's schema, runs the checks a schema cannot state, and only
+//! then deserializes typed entries. Every problem is collected, not just the first.
+
+mod checks;
+mod model;
+pub mod schema;
+pub mod source;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize as _;
+use serde_json::Value;
+
+pub use checks::unsafe_path_reason;
+pub use model::{Artifact, Entry, ModelId};
+pub use source::{HubFile, Source, SourceError};
+
+/// Index files larger than this are refused before parsing (a real index is kilobytes).
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// One problem at one place in the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// JSON pointer into the index document (`/models/0/artifact/sha256`); empty for the root.
+    pub pointer: String,
+    pub message: String,
+}
+
+/// A placeholder value in an entry; the pointer is relative to the entry (`/artifact/sha256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StubField {
+    pub pointer: String,
+    pub reason: String,
+}
+
+impl fmt::Display for StubField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.pointer.trim_start_matches('/').replace('/', "."), self.reason)
+    }
+}
+
+/// A problem located in a file, with the model it belongs to when that is known.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub file: PathBuf,
+    pub model: Option<String>,
+    pub problem: Problem,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pointer = if self.problem.pointer.is_empty() { "/" } else { &self.problem.pointer };
+        write!(f, "{}: {pointer}: {}", self.file.display(), self.problem.message)?;
+        if let Some(model) = &self.model {
+            write!(f, " [model {model}]")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{}: cannot read the index: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: the index is {size} bytes, more than the {MAX_INDEX_BYTES} accepted", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{}:{line}:{column}: not valid JSON: {message}", path.display())]
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{} is not a valid index ({} problems):\n{}", path.display(), problems.len(), list(problems))]
+    Invalid { path: PathBuf, problems: Vec<Located> },
+}
+
+fn list(problems: &[Located]) -> String {
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// A valid index: its typed entries and, per entry, the placeholder values it still holds.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub path: PathBuf,
+    pub entries: Vec<Entry>,
+    stubs: Vec<Vec<StubField>>,
+}
+
+impl Index {
+    /// Reads and validates the index at `path`.
+    pub fn load(path: &Path) -> Result<Self, IndexError> {
+        let read_err = |source| IndexError::Read { path: path.to_owned(), source };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_INDEX_BYTES {
+            return Err(IndexError::TooLarge { path: path.to_owned(), size });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates index text; `path` is only used to name the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, IndexError> {
+        let document: Value = serde_json::from_str(text).map_err(|e| IndexError::syntax(path, &e))?;
+        Self::from_document(path, &document)
+    }
+
+    /// Validates an already-parsed index document.
+    pub fn from_document(path: &Path, document: &Value) -> Result<Self, IndexError> {
+        let mut problems = schema::violations(document);
+        problems.extend(checks::problems(document));
+        if problems.is_empty() {
+            match Self::typed(document) {
+                Ok((entries, stubs)) => return Ok(Self { path: path.to_owned(), entries, stubs }),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let problems = problems
+            .into_iter()
+            .map(|problem| Located {
+                file: path.to_owned(),
+                model: model_of(document, &problem.pointer),
+                problem,
+            })
+            .collect();
+        Err(IndexError::Invalid { path: path.to_owned(), problems })
+    }
+
+    fn typed(document: &Value) -> Result<(Vec<Entry>, Vec<Vec<StubField>>), Problem> {
+        let models = document["models"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut entries = Vec::with_capacity(models.len());
+        for (i, model) in models.iter().enumerate() {
+            entries.push(Entry::deserialize(model).map_err(|e| Problem {
+                pointer: format!("/models/{i}"),
+                message: e.to_string(),
+            })?);
+        }
+        Ok((entries, models.iter().map(checks::stub_fields).collect()))
+    }
+
+    /// The entry with this id.
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.id.as_str() == id)
+    }
+
+    /// Placeholder values of the entry with this id (empty when it has none or is unknown).
+    pub fn stub_fields(&self, id: &str) -> &[StubField] {
+        self.entries
+            .iter()
+            .position(|e| e.id.as_str() == id)
+            .map_or(&[], |i| self.stubs[i].as_slice())
+    }
+
+    /// Every entry that holds placeholder values, with those values.
+    /// Every entry that holds placeholder values: its position in `models`, the entry, the values.
+    pub fn stubs(&self) -> impl Iterator<Item = (usize, &Entry, &[StubField])> {
+        self.entries
+            .iter()
+            .zip(&self.stubs)
+            .enumerate()
+            .filter(|(_, (_, s))| !s.is_empty())
+            .map(|(i, (e, s))| (i, e, s.as_slice()))
+    }
+}
+
+impl IndexError {
+    /// A JSON syntax error in `path`, at the line and column serde_json found it.
+    pub fn syntax(path: &Path, e: &serde_json::Error) -> Self {
+        // serde_json appends " at line L column C"; the error names them already.
+        let text = e.to_string();
+        let message = text.rfind(" at line ").map_or(text.clone(), |at| text[..at].to_owned());
+        IndexError::Syntax { path: path.to_owned(), line: e.line(), column: e.column(), message }
+    }
+}
+
+/// The id of the model that a pointer `/models/N/...` falls in, when that entry has one.
+fn model_of(document: &Value, pointer: &str) -> Option<String> {
+    let index = pointer.strip_prefix("/models/")?.split('/').next()?;
+    document.pointer(&format!("/models/{index}/id"))?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let err = Index::parse(Path::new("index.json"), "{\n  \"models\": [,]\n}").unwrap_err();
+        assert_eq!(err.to_string(), "index.json:2:14: not valid JSON: expected value");
+    }
+
+    #[test]
+    fn pattern_error_names_file_pointer_rule_and_model() {
+        let doc = serde_json::json!({ "models": [ { "id": "abc", "artifact": { "sha256": "abc" } } ] });
+        let Err(IndexError::Invalid { problems, .. }) = Index::from_document(Path::new("index.json"), &doc) else {
+            panic!("invalid index accepted");
+        };
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            lines.contains(&r#"index.json: /models/0/artifact/sha256: "abc" does not match "^[a-f0-9]{64}$" [model abc]"#.to_owned()),
+            "{lines:#?}"
+        );
+    }
+}

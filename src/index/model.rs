@@ -1,0 +1,110 @@
+//! The typed model entry, deserialized only after the schema check has passed.
+//!
+//! Nested objects of the index allow fields beyond those named here (as the original schema
+//! did); they are kept in the file but not needed by the program, so they are not typed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::digest::Sha256Hex;
+
+/// A model id from the index, e.g. `muladhara-foundation-v1`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct ModelId(String);
+
+impl ModelId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ModelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One index entry (`#/definitions/entry`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub id: ModelId,
+    pub version: String,
+    pub chakra: String,
+    pub frequency_hz: f64,
+    pub geometry: Geometry,
+    pub temporal_scope: String,
+    pub semantic_tags: Vec<String>,
+    pub dataset: Dataset,
+    pub training: Training,
+    pub artifact: Artifact,
+    pub license: String,
+    pub provenance: Provenance,
+    pub description: Option<String>,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Geometry {
+    pub pattern: String,
+    #[serde(deserialize_with = "whole_number")]
+    pub dimensions: u64,
+    pub coordinates: Option<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dataset {
+    pub id: String,
+    pub url: String,
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Training {
+    pub repo: String,
+    pub command: String,
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    pub run_id: String,
+    pub timestamp: Option<String>,
+    pub creator: Option<String>,
+    pub metrics: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The model file and where it comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    pub filename: String,
+    pub sha256: Sha256Hex,
+    #[serde(deserialize_with = "whole_number")]
+    pub size_bytes: u64,
+    pub format: Option<String>,
+    pub download_url: Option<String>,
+    /// Hub repository `org/name`.
+    pub repo: Option<String>,
+    /// Hub revision; `main` when absent.
+    pub revision: Option<String>,
+    /// Path inside the Hub repository; `filename` when absent.
+    pub path: Option<String>,
+}
+
+/// JSON Schema's `integer` admits `3.0`; serde's `u64` does not, so accept both.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(64) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of bytes"))),
+    }
+}
