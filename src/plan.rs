@@ -130,7 +130,11 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
             if let Some(entry) = index.get(id)
                 && entry.chakra != *chakra
             {
-                errors.push(PlanError::WrongChakra { id: id.clone(), listed: chakra.clone(), actual: entry.chakra.clone() });
+                errors.push(PlanError::WrongChakra {
+                    id: id.clone(),
+                    listed: chakra.clone(),
+                    actual: entry.chakra.clone(),
+                });
             }
         }
     }

@@ -104,7 +104,10 @@ fn parse_metric(s: &str) -> Result<(String, f64), String> {
 
 pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let file = File::open(&args.file).map_err(|e| {
-        Failure::new(Status::NoInput, anyhow::anyhow!("{}: cannot read the model file: {e}", args.file.display()))
+        Failure::new(
+            Status::NoInput,
+            anyhow::anyhow!("{}: cannot read the model file: {e}", args.file.display()),
+        )
     })?;
     let (sha256, size) = hash_reader(file).map_err(|e| {
         Failure::new(Status::IoErr, anyhow::anyhow!("{}: reading failed: {e}", args.file.display()))
@@ -141,7 +144,9 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         Err(e) => {
             return Err(Failure::new(
                 Status::DataErr,
-                anyhow::anyhow!("{e}\nPass the missing or wrong values as flags (see `models-fetch entry --help`)."),
+                anyhow::anyhow!(
+                    "{e}\nPass the missing or wrong values as flags (see `models-fetch entry --help`)."
+                ),
             ));
         }
     };
@@ -153,9 +158,16 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialize");
     println!("{}", pretty(&entry));
     if let (true, Some(path)) = (args.write, &args.index) {
-        write_atomically(path, format!("{}\n", pretty(&document)).as_bytes())
-            .map_err(|e| Failure::new(Status::IoErr, anyhow::anyhow!("{}: cannot write: {e}", path.display())))?;
-        eprintln!("{}: {} {} ({} bytes, sha256 {sha256})", path.display(), if position.is_some() { "updated" } else { "added" }, args.id, size);
+        write_atomically(path, format!("{}\n", pretty(&document)).as_bytes()).map_err(|e| {
+            Failure::new(Status::IoErr, anyhow::anyhow!("{}: cannot write: {e}", path.display()))
+        })?;
+        eprintln!(
+            "{}: {} {} ({} bytes, sha256 {sha256})",
+            path.display(),
+            if position.is_some() { "updated" } else { "added" },
+            args.id,
+            size
+        );
     }
     Ok(Status::Success)
 }

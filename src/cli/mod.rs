@@ -31,7 +31,7 @@ enum Command {
     /// Check an index file against the schema and the rules a schema cannot state.
     Validate(validate::Args),
     /// Hash a model file and print its index entry (optionally writing it into an index).
-    Entry(entry::Args),
+    Entry(Box<entry::Args>),
     /// Show what would be fetched, from where, and where it would be published (no network).
     Plan(plan::Args),
 }

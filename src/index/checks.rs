@@ -72,8 +72,7 @@ pub(crate) fn problems(document: &Value) -> Vec<Problem> {
             }
         }
         for field in ["filename", "path", "revision"] {
-            let Some(value) = model.pointer(&format!("/artifact/{field}")).and_then(Value::as_str)
-            else {
+            let Some(value) = model.pointer(&format!("/artifact/{field}")).and_then(Value::as_str) else {
                 continue;
             };
             if let Some(reason) = unsafe_path_reason(value) {
@@ -100,10 +99,9 @@ pub(crate) fn stub_fields(entry: &Value) -> Vec<StubField> {
 fn collect_stubs(value: &Value, pointer: &mut String, found: &mut Vec<StubField>) {
     let reason = match value {
         Value::String(s) if s.contains(STUB_MARKER) => Some(format!("contains {STUB_MARKER}")),
-        Value::String(s) => STUB_PREFIXES
-            .iter()
-            .find(|p| s.starts_with(*p))
-            .map(|p| format!("starts with {p}")),
+        Value::String(s) => {
+            STUB_PREFIXES.iter().find(|p| s.starts_with(*p)).map(|p| format!("starts with {p}"))
+        }
         Value::Number(n) if pointer == "/artifact/sizeBytes" && n.as_f64() == Some(0.0) => {
             Some("is 0".to_owned())
         }
@@ -206,7 +204,8 @@ mod tests {
 
     #[test]
     fn real_values_are_not_stubs() {
-        let entry = json!({ "artifact": { "sha256": "ab".repeat(32), "sizeBytes": 10 }, "notes": "a STUB: inside" });
+        let entry =
+            json!({ "artifact": { "sha256": "ab".repeat(32), "sizeBytes": 10 }, "notes": "a STUB: inside" });
         assert!(stub_fields(&entry).is_empty());
     }
 }

@@ -129,10 +129,10 @@ impl Index {
         let models = document["models"].as_array().map(Vec::as_slice).unwrap_or_default();
         let mut entries = Vec::with_capacity(models.len());
         for (i, model) in models.iter().enumerate() {
-            entries.push(Entry::deserialize(model).map_err(|e| Problem {
-                pointer: format!("/models/{i}"),
-                message: e.to_string(),
-            })?);
+            entries.push(
+                Entry::deserialize(model)
+                    .map_err(|e| Problem { pointer: format!("/models/{i}"), message: e.to_string() })?,
+            );
         }
         Ok((entries, models.iter().map(checks::stub_fields).collect()))
     }
@@ -144,10 +144,7 @@ impl Index {
 
     /// Placeholder values of the entry with this id (empty when it has none or is unknown).
     pub fn stub_fields(&self, id: &str) -> &[StubField] {
-        self.entries
-            .iter()
-            .position(|e| e.id.as_str() == id)
-            .map_or(&[], |i| self.stubs[i].as_slice())
+        self.entries.iter().position(|e| e.id.as_str() == id).map_or(&[], |i| self.stubs[i].as_slice())
     }
 
     /// Every entry that holds placeholder values, with those values.
@@ -191,7 +188,8 @@ mod tests {
     #[test]
     fn pattern_error_names_file_pointer_rule_and_model() {
         let doc = serde_json::json!({ "models": [ { "id": "abc", "artifact": { "sha256": "abc" } } ] });
-        let Err(IndexError::Invalid { problems, .. }) = Index::from_document(Path::new("index.json"), &doc) else {
+        let Err(IndexError::Invalid { problems, .. }) = Index::from_document(Path::new("index.json"), &doc)
+        else {
             panic!("invalid index accepted");
         };
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();

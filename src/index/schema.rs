@@ -83,7 +83,8 @@ mod tests {
 
     #[test]
     fn new_entries_follow_the_schema_order() {
-        let mut entry = serde_json::json!({ "x": 1, "artifact": { "sizeBytes": 1, "filename": "f" }, "id": "abc" });
+        let mut entry =
+            serde_json::json!({ "x": 1, "artifact": { "sizeBytes": 1, "filename": "f" }, "id": "abc" });
         order_entry_keys(&mut entry);
         assert_eq!(entry.to_string(), r#"{"id":"abc","artifact":{"filename":"f","sizeBytes":1},"x":1}"#);
     }

@@ -110,7 +110,8 @@ fn hub_of_url(url: &Url) -> Result<Option<HubFile>, SourceError> {
     let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
     let bad = |e: std::str::Utf8Error| SourceError::BadUrl(e.to_string());
     let revision = decode(segments[at + 1]).map_err(bad)?;
-    let path = segments[at + 2..].iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>().map_err(bad)?.join("/");
+    let path =
+        segments[at + 2..].iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>().map_err(bad)?.join("/");
     for (what, value) in [("revision", &revision), ("path", &path)] {
         if let Some(reason) = unsafe_path_reason(value) {
             return Err(SourceError::BadUrl(format!("its {what} {value:?} {reason}")));
@@ -121,12 +122,7 @@ fn hub_of_url(url: &Url) -> Result<Option<HubFile>, SourceError> {
         endpoint.push('/');
         endpoint.push_str(prefix);
     }
-    Ok(Some(HubFile {
-        endpoint,
-        repo: format!("{}/{}", segments[at - 2], segments[at - 1]),
-        revision,
-        path,
-    }))
+    Ok(Some(HubFile { endpoint, repo: format!("{}/{}", segments[at - 2], segments[at - 1]), revision, path }))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,7 +176,8 @@ mod tests {
 
     #[test]
     fn escaping_paths_in_urls_are_refused() {
-        let err = hub_of_url(&Url::parse("https://h.example/o/n/resolve/main/a%2F..%2Fx").unwrap()).unwrap_err();
+        let err =
+            hub_of_url(&Url::parse("https://h.example/o/n/resolve/main/a%2F..%2Fx").unwrap()).unwrap_err();
         assert!(err.to_string().contains("\"..\" segment"), "{err}");
     }
 }

@@ -1,0 +1,153 @@
+//! `models-fetch entry`: the entry it prints validates, its hash matches `sha256sum`, and
+//! `--index --write` adds or replaces the entry without touching the rest of the index.
+
+use std::process::Command;
+
+use crate::util::{models_fetch, temp_dir, text, write};
+
+const REQUIRED: &[&str] = &[
+    "--version",
+    "1.2.3",
+    "--chakra",
+    "soma",
+    "--frequency-hz",
+    "432",
+    "--geometry-pattern",
+    "hexagon",
+    "--geometry-dimensions",
+    "6",
+    "--temporal-scope",
+    "eternal",
+    "--tag",
+    "foundation",
+    "--dataset-id",
+    "d",
+    "--dataset-url",
+    "https://example.org/d",
+    "--training-repo",
+    "https://example.org/t",
+    "--training-command",
+    "train",
+    "--license",
+    "MIT",
+    "--run-id",
+    "run-1",
+    "--repo",
+    "org/soma-test",
+];
+
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn generated_entry_validates_and_matches_sha256sum() {
+    let dir = temp_dir();
+    let model = dir.path().join("soma-test-v1.gguf");
+    std::fs::write(&model, (0..300_000u32).flat_map(u32::to_le_bytes).collect::<Vec<u8>>()).unwrap();
+    let mut args = vec!["entry", model.to_str().unwrap(), "--id", "soma-test-v1"];
+    args.extend_from_slice(REQUIRED);
+    let output = models_fetch(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    let entry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(entry["artifact"]["sha256"], sha256sum(&model));
+    assert_eq!(entry["artifact"]["sizeBytes"], 1_200_000);
+    assert_eq!(entry["artifact"]["filename"], "soma-test-v1.gguf");
+    assert_eq!(entry["artifact"]["format"], "gguf");
+    assert_eq!(entry["frequencyHz"], 432);
+
+    let index = write(dir.path(), "index.json", &serde_json::json!({ "models": [entry] }).to_string());
+    let check = models_fetch(&["validate", "--deny-stubs", index.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+}
+
+#[test]
+fn missing_required_values_are_reported_not_printed() {
+    let dir = temp_dir();
+    let model = write(dir.path(), "m.bin", "weights");
+    let output = models_fetch(&["entry", model.to_str().unwrap(), "--id", "new-model", "--version", "1.0.0"]);
+    assert_eq!(output.status.code(), Some(65), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains("\"chakra\" is a required property"), "{out}");
+    assert!(out.contains("models-fetch entry --help"), "{out}");
+    assert!(output.stdout.is_empty(), "an invalid entry must not be printed");
+}
+
+#[test]
+fn write_replaces_the_entry_in_place_and_keeps_the_rest() {
+    let dir = temp_dir();
+    let index = dir.path().join("index.json");
+    std::fs::copy("examples/index.json", &index).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    let model = write(dir.path(), "ajna-insight-v2.safetensors", "retrained weights");
+
+    let output = models_fetch(&[
+        "entry",
+        model.to_str().unwrap(),
+        "--id",
+        "ajna-insight-v2",
+        "--version",
+        "2.1.0",
+        "--index",
+        index.to_str().unwrap(),
+        "--write",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    let (old, new) = (&before["models"][0], &after["models"][0]);
+    assert_eq!(new["id"], "ajna-insight-v2");
+    assert_eq!(new["version"], "2.1.0");
+    assert_eq!(new["artifact"]["sha256"], sha256sum(&model));
+    assert_eq!(new["artifact"]["sizeBytes"], 17);
+    assert_eq!(new["artifact"]["repo"], old["artifact"]["repo"], "fields not given are kept");
+    assert_eq!(new["provenance"], old["provenance"]);
+    assert_eq!(after["models"][1], before["models"][1], "other entries untouched");
+    assert_eq!(after["$schema"], before["$schema"]);
+    assert_eq!(after["models"].as_array().unwrap().len(), 2);
+
+    // A new id is appended.
+    let mut args = vec![
+        "entry",
+        model.to_str().unwrap(),
+        "--id",
+        "soma-test-v1",
+        "--index",
+        index.to_str().unwrap(),
+        "--write",
+    ];
+    args.extend_from_slice(REQUIRED);
+    let output = models_fetch(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    assert_eq!(after["models"][2]["id"], "soma-test-v1");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".index.json."))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn write_refuses_to_break_the_index() {
+    let dir = temp_dir();
+    let index = dir.path().join("index.json");
+    std::fs::copy("examples/index.json", &index).unwrap();
+    let before = std::fs::read(&index).unwrap();
+    let model = write(dir.path(), "m.bin", "x");
+    let output = models_fetch(&[
+        "entry",
+        model.to_str().unwrap(),
+        "--id",
+        "ajna-insight-v2",
+        "--chakra",
+        "heart",
+        "--index",
+        index.to_str().unwrap(),
+        "--write",
+    ]);
+    assert_eq!(output.status.code(), Some(65), "{}", text(&output));
+    assert!(text(&output).contains("\"heart\" is not one of"), "{}", text(&output));
+    assert_eq!(std::fs::read(&index).unwrap(), before, "a failed write leaves the index as it was");
+}

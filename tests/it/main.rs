@@ -1,0 +1,7 @@
+//! The integration tests: one binary, one module per concern, all driving the real
+//! `models-fetch` executable.
+
+mod config;
+mod entry;
+mod util;
+mod validate;
