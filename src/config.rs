@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
@@ -39,6 +40,64 @@ pub struct Config {
     /// Model ids to deploy, grouped by chakra; each must be listed under its own chakra.
     #[serde(default)]
     pub chakra_models: BTreeMap<String, Vec<String>>,
+    /// Content-addressed mirrors tried after the Hub and `downloadUrl`: base URLs
+    /// (`https://...`, `http://...`) or local directories (`file:///...`); a file is looked up
+    /// as `{base}/{sha256}` and trusted only through its hash.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// Try the mirrors before the Hub and `downloadUrl` (for air-gapped hosts and fleets
+    /// whose mirror is close).
+    #[serde(default)]
+    pub mirrors_first: bool,
+    /// HTTP(S) proxy for every request (`NO_PROXY` still applies); without it, the usual
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables are honoured.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Extra CA certificates (PEM) trusted besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long a TCP+TLS connection may take.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A transfer that receives no byte for this long is abandoned and retried.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Retries of a transient failure, per source.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry delay; doubled each retry (with jitter), capped at 60 s.
+    #[serde(default = "default_retry_base_delay", with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Total time a source may spend retrying before the next source is tried.
+    #[serde(default = "default_retry_max_time", with = "humantime_serde")]
+    pub retry_max_time: Duration,
+    /// How many models are fetched at the same time.
+    #[serde(default = "default_max_parallel_models")]
+    pub max_parallel_models: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_retries() -> u32 {
+    5
+}
+
+fn default_retry_base_delay() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_retry_max_time() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_max_parallel_models() -> usize {
+    2
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -85,8 +144,22 @@ impl Config {
         for dir in [&mut config.index, &mut config.cache_dir, &mut config.store_dir] {
             *dir = base.join(&*dir);
         }
-        if let Some(token_file) = &mut config.token_file {
-            *token_file = base.join(&*token_file);
+        for file in [&mut config.token_file, &mut config.ca_file].into_iter().flatten() {
+            *file = base.join(&*file);
+        }
+        let invalid = |key, reason| ConfigError::Invalid { path: path.to_owned(), key, reason };
+        for mirror in &mut config.mirrors {
+            *mirror = check_mirror(base, mirror).map_err(|reason| invalid("mirrors", reason))?;
+        }
+        if let Some(proxy) = &config.proxy {
+            check_url(proxy, &["http", "https", "socks5", "socks5h"])
+                .map_err(|reason| invalid("proxy", reason))?;
+        }
+        if config.max_parallel_models == 0 {
+            return Err(invalid("max_parallel_models", "must be at least 1".to_owned()));
+        }
+        if config.stall_timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(invalid("stall_timeout", "timeouts must be longer than 0s".to_owned()));
         }
         config.endpoint = check_endpoint(&config.endpoint).map_err(|reason| ConfigError::Invalid {
             path: path.to_owned(),
@@ -100,18 +173,35 @@ impl Config {
 /// An endpoint is an http(s) URL without credentials, query or fragment; returned without a
 /// trailing slash.
 fn check_endpoint(endpoint: &str) -> Result<String, String> {
-    let url = Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        // The value is not echoed: it holds a secret.
-        return Err("the URL holds credentials; put the token in token_file instead".to_owned());
-    }
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{endpoint:?} must be an http:// or https:// URL"));
-    }
+    let url = check_url(endpoint, &["http", "https"])?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{endpoint:?} must not have a query or fragment"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A URL with one of `schemes` and no credentials in it.
+fn check_url(value: &str, schemes: &[&str]) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // The value is not echoed: it holds a secret.
+        return Err("the URL holds credentials; put the token in token_file instead".to_owned());
+    }
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!("{value:?} must be a {} URL", schemes.join("/")));
+    }
+    Ok(url)
+}
+
+/// A mirror is an http(s) base URL or a `file://` directory (a relative `file:` path is taken
+/// relative to the config file); returned without a trailing slash.
+fn check_mirror(base: &Path, mirror: &str) -> Result<String, String> {
+    if let Some(path) = mirror.strip_prefix("file://") {
+        let dir = base.join(path);
+        return Ok(format!("file://{}", dir.display()).trim_end_matches('/').to_owned());
+    }
+    check_url(mirror, &["http", "https", "file"])?;
+    Ok(mirror.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -172,6 +262,6 @@ mod tests {
         assert!(err.to_string().contains("token_file"), "{err}");
         assert!(!err.to_string().contains("u:p"), "{err}");
         let err = parse("index = \"i\"\nendpoint = \"ftp://hub.example\"\n").unwrap_err();
-        assert!(err.to_string().contains("http://"), "{err}");
+        assert!(err.to_string().contains("must be a http/https URL"), "{err}");
     }
 }

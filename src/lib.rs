@@ -10,5 +10,11 @@
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod fetch;
 pub mod index;
 pub mod plan;
+pub mod publish;
+pub mod report;
+pub mod secret;
+pub mod sync;
+pub mod verify;

@@ -10,9 +10,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::digest::Sha256Hex;
 use crate::index::{Entry, Index, ModelId, Source, SourceError, StubField, schema};
-
-/// Folder of the cache for files that do not come from a Hub repository, keyed by sha256.
-pub const URL_BLOBS_DIR: &str = ".models-fetch/blobs";
+use crate::publish;
 
 /// One model to put on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +53,7 @@ pub enum PlanError {
     WrongChakra { id: String, listed: String, actual: String },
     Stub { id: String, fields: Vec<StubField> },
     NoSource { id: String, error: SourceError },
+    ReservedId { id: String },
 }
 
 impl fmt::Display for PlanError {
@@ -87,6 +86,10 @@ impl fmt::Display for PlanError {
                 )
             }
             PlanError::NoSource { id, error } => write!(f, "Model '{id}': {error}"),
+            PlanError::ReservedId { id } => write!(
+                f,
+                "Model '{id}': the id names a folder models-fetch uses inside store_dir; rename the model in the index"
+            ),
         }
     }
 }
@@ -150,6 +153,10 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
             errors.push(PlanError::UnknownModel { id: id.to_owned(), known });
             continue;
         };
+        if reserved_names(config).iter().any(|r| r == id) {
+            errors.push(PlanError::ReservedId { id: id.to_owned() });
+            continue;
+        }
         let stubs = index.stub_fields(id);
         if !stubs.is_empty() {
             errors.push(PlanError::Stub { id: id.to_owned(), fields: stubs.to_vec() });
@@ -167,12 +174,25 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
     }
 }
 
+/// Names inside `store_dir` that a model directory must not take: the chakra links, and the
+/// cache directory when it lies directly inside `store_dir` (as with the defaults).
+fn reserved_names(config: &Config) -> Vec<String> {
+    let mut names = vec![publish::BY_CHAKRA.to_owned()];
+    if let Ok(inside) = config.cache_dir.strip_prefix(&config.store_dir)
+        && let Some(first) = inside.components().next()
+    {
+        names.push(first.as_os_str().to_string_lossy().into_owned());
+    }
+    names
+}
+
 fn item(config: &Config, entry: &Entry) -> Result<Item, SourceError> {
     let source = Source::of(entry, &config.endpoint)?;
     let sha256 = entry.artifact.sha256.clone();
     let blob_path = match &source {
         Source::Hub(hub) => config.cache_dir.join(hub.cache_folder()).join("blobs"),
-        Source::Url(_) => config.cache_dir.join(URL_BLOBS_DIR),
+        // Not a Hub file: kept out of the Hub cache, whose scanner would flag it.
+        Source::Url(_) => config.store_dir.join(publish::STATE_DIR).join("blobs"),
     }
     .join(sha256.as_str());
     Ok(Item {

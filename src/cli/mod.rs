@@ -3,6 +3,7 @@
 
 mod entry;
 mod plan;
+mod sync;
 mod validate;
 
 use std::fmt;
@@ -34,6 +35,8 @@ enum Command {
     Entry(Box<entry::Args>),
     /// Show what would be fetched, from where, and where it would be published (no network).
     Plan(plan::Args),
+    /// Fetch, verify and publish every deployed model, then exit.
+    Sync(sync::Args),
 }
 
 /// The config file flag shared by the subcommands that read the daemon's config.
@@ -59,6 +62,7 @@ impl Cli {
             Command::Validate(args) => validate::run(&args),
             Command::Entry(args) => entry::run(&args),
             Command::Plan(args) => plan::run(&args),
+            Command::Sync(args) => sync::run(&args),
         }
     }
 }
@@ -74,8 +78,10 @@ pub enum Status {
     DataErr = 65,
     /// EX_NOINPUT: an input file is missing or unreadable.
     NoInput = 66,
-    /// EX_IOERR: writing failed.
+    /// EX_IOERR: writing failed (disk full, permissions).
     IoErr = 74,
+    /// EX_TEMPFAIL: a transient failure (network, another instance running); try again later.
+    TempFail = 75,
     /// EX_CONFIG: the config is invalid or cannot be deployed with the index.
     Config = 78,
 }
@@ -129,6 +135,14 @@ impl From<PlanErrors> for Failure {
     fn from(e: PlanErrors) -> Self {
         Self::new(Status::Config, e)
     }
+}
+
+/// Log lines go to stderr; `MODELS_FETCH_LOG` (an env-filter, e.g. `debug`) sets the level,
+/// `warn` by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MODELS_FETCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 #[cfg(test)]

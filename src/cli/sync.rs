@@ -1,0 +1,66 @@
+//! `models-fetch sync --config FILE`: fetch, verify and publish every model of the plan, then
+//! exit. Exit 0 only when every deployed model is published and verified.
+
+use std::sync::Arc;
+
+use super::{ConfigArg, Failure, Status};
+use crate::fetch::Kind;
+use crate::plan::plan;
+use crate::publish::Layout;
+use crate::publish::lock::{CacheLock, LockError};
+use crate::report::{self, Reporter};
+use crate::sync::{Engine, Outcome, read_token};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub(super) fn run(args: &Args) -> Result<Status, Failure> {
+    let (config, index) = args.config.load()?;
+    let plan = plan(&config, &index)?;
+    let _lock = CacheLock::acquire(&Layout::new(&config).lock_paths()).map_err(|e| match e {
+        LockError::Held { .. } => Failure::new(Status::TempFail, e),
+        LockError::Io { .. } => Failure::new(Status::IoErr, e),
+    })?;
+    if let Err(e) = read_token(&config) {
+        tracing::warn!("{e}; only public models can be fetched");
+    }
+    let reporter: Arc<dyn Reporter> = report::for_stderr().into();
+    let engine =
+        Engine::new(&config, reporter).map_err(|e| Failure::new(Status::Config, anyhow::anyhow!(e)))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Status::IoErr, e))?;
+    let outcomes = runtime.block_on(engine.sync(&plan));
+    println!("{}", report::summary(&plan.items, &outcomes));
+
+    let failed: Vec<String> = plan
+        .items
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(item, o)| match o {
+            Outcome::Failed { reason, .. } => Some(format!("  {}: {reason}", item.id)),
+            Outcome::Published { .. } => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        return Ok(Status::Success);
+    }
+    let kinds = outcomes.iter().filter_map(|o| match o {
+        Outcome::Failed { kind, .. } => Some(*kind),
+        Outcome::Published { .. } => None,
+    });
+    let status = kinds.fold(Status::TempFail, |status, kind| match (status, kind) {
+        (Status::IoErr, _) | (_, Kind::Local) => Status::IoErr,
+        (Status::DataErr, _) | (_, Kind::Permanent | Kind::Integrity) => Status::DataErr,
+        _ => Status::TempFail,
+    });
+    Err(Failure::new(
+        status,
+        anyhow::anyhow!("{} of {} models failed:\n{}", failed.len(), plan.items.len(), failed.join("\n")),
+    ))
+}

@@ -1,0 +1,328 @@
+//! HTTP: one client for every request, redirects followed by hand so that the token goes only
+//! to the endpoint's own origin and an https -> http downgrade is refused, the Hub's resolve
+//! answer read, and every failure classified as transient or permanent.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use super::error::FetchError;
+use super::retry::{parse_rate_limit, parse_retry_after};
+use crate::config::Config;
+use crate::secret::{Token, TokenError, redact};
+
+/// Redirects followed for one request before giving up.
+const MAX_REDIRECTS: usize = 8;
+
+/// The Hub's answer to `HEAD .../resolve/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// `X-Repo-Commit`: the commit the revision points at.
+    pub commit: String,
+    /// `X-Linked-Etag` or `ETag`, unquoted: the sha256 for LFS files, a git blob sha1 otherwise.
+    pub etag: Option<String>,
+    /// `X-Linked-Size`, or `Content-Length` of a non-redirect answer.
+    pub size: Option<u64>,
+    /// Where the bytes are: the CDN URL of a redirect, or the resolve URL itself.
+    pub location: String,
+}
+
+/// The shared HTTP client and the token.
+pub struct Http {
+    client: reqwest::Client,
+    token: Result<Option<Token>, TokenError>,
+    endpoint: Url,
+    pub stall_timeout: Duration,
+}
+
+impl Http {
+    /// Builds the client from the config. The token file is read here; a bad token file is kept
+    /// as an error that is reported only when a request needs the token (public models still
+    /// work).
+    pub fn new(config: &Config, token: Result<Option<Token>, TokenError>) -> Result<Self, String> {
+        // reqwest is built without a default crypto provider; ring is the one compiled in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.stall_timeout)
+            .user_agent(concat!("models-fetch/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(8);
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::all(proxy.as_str())
+                .map_err(|e| format!("proxy: {}", e.without_url()))?
+                .no_proxy(reqwest::NoProxy::from_env());
+            builder = builder.proxy(proxy);
+        }
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder.build().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let endpoint = Url::parse(&config.endpoint).map_err(|e| format!("endpoint: {e}"))?;
+        Ok(Self { client, token, endpoint, stall_timeout: config.stall_timeout })
+    }
+
+    /// The `Authorization` value for `url`: only on the endpoint's own origin (scheme, host and
+    /// port), which also keeps it off plain http unless the endpoint itself is http.
+    fn auth_for(&self, url: &Url) -> Option<HeaderValue> {
+        let token = self.token.as_ref().ok()?.as_ref()?;
+        (url.origin() == self.endpoint.origin()).then(|| token.header_value())
+    }
+
+    /// A hint appended to 401/403 errors: what is wrong with the token, if anything.
+    fn token_hint(&self) -> String {
+        match &self.token {
+            Ok(Some(_)) => "; check that the token in token_file may read this repository".to_owned(),
+            Ok(None) => "; the repository may be private or gated: set token_file".to_owned(),
+            Err(e) => format!("; no token was sent because {e}"),
+        }
+    }
+
+    /// Sends one request and follows redirects by hand. `stop_at_other_origin` returns the
+    /// redirect answer itself when it points at another origin (the Hub's 302 to its CDN).
+    async fn send(
+        &self,
+        method: Method,
+        start: &str,
+        range_from: u64,
+        stop_at_other_origin: bool,
+    ) -> Result<(Url, Response), FetchError> {
+        let mut url = Url::parse(start)
+            .map_err(|e| FetchError::permanent(format!("{}: not a URL: {e}", redact(start))))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request =
+                self.client.request(method.clone(), url.clone()).header(header::ACCEPT_ENCODING, "identity");
+            if let Some(auth) = self.auth_for(&url) {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            if range_from > 0 {
+                request = request.header(header::RANGE, format!("bytes={range_from}-"));
+            }
+            let response = tokio::time::timeout(self.stall_timeout, request.send())
+                .await
+                .map_err(|_| {
+                    FetchError::transient(format!(
+                        "{}: no answer within {}",
+                        redact(url.as_str()),
+                        humantime::format_duration(self.stall_timeout)
+                    ))
+                })?
+                .map_err(|e| transport_error(&url, &e))?;
+            if !response.status().is_redirection() {
+                return Ok((url, response));
+            }
+            let Some(location) = response.headers().get(header::LOCATION) else {
+                return Err(status_error(&url, &response, ""));
+            };
+            let next = location.to_str().ok().and_then(|l| url.join(l).ok()).ok_or_else(|| {
+                FetchError::permanent(format!("{}: unreadable redirect", redact(url.as_str())))
+            })?;
+            if url.scheme() == "https" && next.scheme() != "https" {
+                return Err(FetchError::permanent(format!(
+                    "{}: refused a redirect from https to {} ({})",
+                    redact(url.as_str()),
+                    next.scheme(),
+                    redact(next.as_str())
+                )));
+            }
+            if stop_at_other_origin && next.origin() != url.origin() {
+                return Ok((url, response));
+            }
+            url = next;
+        }
+        Err(FetchError::permanent(format!("{}: more than {MAX_REDIRECTS} redirects", redact(start))))
+    }
+
+    /// `HEAD` of a Hub resolve URL: commit, etag, size and where the bytes are.
+    pub async fn resolve(&self, resolve_url: &str) -> Result<Resolved, FetchError> {
+        let (url, response) = self.send(Method::HEAD, resolve_url, 0, true).await?;
+        let status = response.status();
+        if !(status.is_success() || status.is_redirection()) {
+            let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                self.token_hint()
+            } else {
+                String::new()
+            };
+            return Err(status_error(&url, &response, &hint));
+        }
+        let headers = response.headers();
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let Some(commit) = text("x-repo-commit") else {
+            return Err(FetchError::permanent(format!(
+                "{}: the endpoint did not answer like a Hugging Face Hub (no X-Repo-Commit header)",
+                redact(url.as_str())
+            )));
+        };
+        let etag = text("x-linked-etag").or_else(|| text("etag")).map(normalize_etag);
+        let size = text("x-linked-size")
+            .or_else(|| if status.is_redirection() { None } else { text("content-length") })
+            .and_then(|s| s.parse().ok());
+        let location = if status.is_redirection() {
+            text("location").and_then(|l| url.join(l).ok()).map_or_else(|| url.to_string(), |u| u.to_string())
+        } else {
+            url.to_string()
+        };
+        Ok(Resolved { commit: commit.to_owned(), etag, size, location })
+    }
+
+    /// `GET` of the bytes from `range_from` on. Returns the response when it is 200 or 206; the
+    /// caller checks which one and the `Content-Range`.
+    pub async fn get(&self, url: &str, range_from: u64) -> Result<Response, FetchError> {
+        let (final_url, response) = self.send(Method::GET, url, range_from, false).await?;
+        let status = response.status();
+        if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
+            return Ok(response);
+        }
+        if status == StatusCode::RANGE_NOT_SATISFIABLE && range_from > 0 {
+            let mut error =
+                FetchError::transient(format!("{}: 416 Range Not Satisfiable", redact(final_url.as_str())));
+            error.range_not_satisfiable = true;
+            return Err(error);
+        }
+        let other_origin = final_url.origin() != self.endpoint.origin();
+        if status == StatusCode::FORBIDDEN && other_origin && final_url.query().is_some() {
+            let mut error = status_error(&final_url, &response, " (the presigned URL may have expired)");
+            error.expired = true;
+            return Err(error);
+        }
+        let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !other_origin {
+            self.token_hint()
+        } else {
+            String::new()
+        };
+        Err(status_error(&final_url, &response, &hint))
+    }
+
+    /// Reads the next piece of a body; no byte for `stall_timeout` is a transient error.
+    pub async fn next_chunk(
+        &self,
+        response: &mut Response,
+        url: &str,
+    ) -> Result<Option<bytes::Bytes>, FetchError> {
+        match tokio::time::timeout(self.stall_timeout, response.chunk()).await {
+            Err(_) => Err(FetchError::transient(format!(
+                "{}: stalled, no data for {}",
+                redact(url),
+                humantime::format_duration(self.stall_timeout)
+            ))),
+            Ok(Err(e)) => {
+                Err(FetchError::transient(format!("{}: connection broke: {}", redact(url), describe(&e))))
+            }
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
+    }
+}
+
+/// `W/"abc"` -> `abc`.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim().trim_start_matches("W/").trim_matches('"').to_owned()
+}
+
+/// What went wrong with a request that got no usable answer, with its causes, without the URL
+/// (reqwest's own text includes the URL and so a presigned query string).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_connect() {
+        "cannot connect"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "the response body broke"
+    } else {
+        "request failed"
+    }
+    .to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A request that got no HTTP answer: always transient (connect, reset, TLS hiccup, timeout)
+/// except for a certificate the system does not trust, which no retry fixes.
+fn transport_error(url: &Url, error: &reqwest::Error) -> FetchError {
+    let text = describe(error);
+    let message = format!("{}: {text}", redact(url.as_str()));
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        return FetchError::permanent(format!("{message} (set ca_file to trust a private CA)"));
+    }
+    FetchError::transient(message)
+}
+
+/// An HTTP status that is not a success, classified.
+fn status_error(url: &Url, response: &Response, hint: &str) -> FetchError {
+    let status = response.status();
+    let headers = response.headers();
+    let code = header_text(headers, "x-error-code").map(|c| format!(" ({c})")).unwrap_or_default();
+    let message = header_text(headers, "x-error-message").map(|m| format!(": {m}")).unwrap_or_default();
+    let text = format!("{}: {status}{code}{message}{hint}", redact(url.as_str()));
+    let transient = status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error();
+    if !transient {
+        return FetchError::permanent(text);
+    }
+    let mut error = FetchError::transient(text);
+    error.retry_after = header_text(headers, "retry-after")
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        .or_else(|| header_text(headers, "ratelimit").and_then(parse_rate_limit));
+    error
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Checks a 206 answer's `Content-Range: bytes N-(size-1)/size`.
+pub fn content_range_matches(value: Option<&HeaderValue>, from: u64, size: u64) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(rest) = value.trim().strip_prefix("bytes ") else {
+        return false;
+    };
+    let Some((range, total)) = rest.split_once('/') else {
+        return false;
+    };
+    let Some((start, end)) = range.split_once('-') else {
+        return false;
+    };
+    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    parse(start) == Some(from)
+        && parse(end) == size.checked_sub(1)
+        && (total.trim() == "*" || parse(total) == Some(size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_unquoted() {
+        assert_eq!(normalize_etag("W/\"abc\""), "abc");
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+        assert_eq!(normalize_etag("abc"), "abc");
+    }
+
+    #[test]
+    fn content_range_must_match_exactly() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(content_range_matches(Some(&v("bytes 100-999/1000")), 100, 1000));
+        assert!(content_range_matches(Some(&v("bytes 100-999/*")), 100, 1000));
+        assert!(!content_range_matches(Some(&v("bytes 0-999/1000")), 100, 1000));
+        assert!(!content_range_matches(Some(&v("bytes 100-998/1000")), 100, 1000));
+        assert!(!content_range_matches(Some(&v("bytes 100-999/2000")), 100, 1000));
+        assert!(!content_range_matches(Some(&v("items 100-999/1000")), 100, 1000));
+        assert!(!content_range_matches(None, 100, 1000));
+    }
+}

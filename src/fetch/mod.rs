@@ -1,0 +1,319 @@
+//! Fetching one file from one origin into its partial file: the Hub (resolve, compare with the
+//! index, then download from where it points), a plain URL, or a content-addressed mirror.
+//! Downloads resume from the partial file when the server honours `Range`, and are retried
+//! with backoff on transient failures. The bytes are verified as they stream (`verify`).
+
+pub mod error;
+pub mod http;
+pub mod retry;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use error::{FetchError, Kind};
+pub use http::Http;
+use reqwest::StatusCode;
+use tokio::io::AsyncReadExt;
+
+use crate::index::HubFile;
+use crate::secret::redact;
+use crate::verify::{self, Expected, Pipeline, Written};
+
+/// One place to get a file from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Hub(HubFile),
+    Url(String),
+    /// A mirror base: `http(s)://...` or `file:///...`; the file is `{base}/{sha256}`.
+    Mirror(String),
+}
+
+impl Origin {
+    /// The origin as it may be shown in logs (query strings removed).
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Hub(hub) => format!("hub {}", redact(&hub.resolve_url())),
+            Origin::Url(url) => format!("url {}", redact(url)),
+            Origin::Mirror(base) => format!("mirror {}", redact(base)),
+        }
+    }
+}
+
+/// A file fetched and verified into its partial file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The Hub commit, when the file was resolved on the Hub.
+    pub commit: Option<String>,
+    /// Bytes received over the network (or copied) by this fetch, resumes included.
+    pub transferred: u64,
+}
+
+/// Progress callback: bytes of the file now in the partial file.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Fetches `expected` from `origin` into `partial`, retrying transient failures under `policy`.
+/// On success the partial file holds exactly the expected bytes, fsync'd.
+pub async fn fetch(
+    http: &Http,
+    policy: &retry::Policy,
+    origin: &Origin,
+    partial: &Path,
+    expected: &Expected,
+    progress: Progress<'_>,
+) -> Result<Fetched, FetchError> {
+    let started = Instant::now();
+    let mut retry = 0;
+    let mut restarted = false;
+    let mut expired_before = false;
+    let mut transferred = 0;
+    loop {
+        let mut attempt = Attempt { http, partial, expected, progress, transferred: 0, resumed: false };
+        let result = attempt.run(origin).await;
+        transferred += attempt.transferred;
+        let mut error = match result {
+            Ok(commit) => return Ok(Fetched { commit, transferred }),
+            Err(error) => error,
+        };
+        if error.kind == Kind::Integrity {
+            remove_partial(partial);
+            if attempt.resumed && !restarted {
+                // The bytes kept from before may be what is wrong: one fresh start.
+                tracing::warn!(partial = %partial.display(), "{error}; starting over without the partial file");
+                restarted = true;
+                continue;
+            }
+            return Err(error);
+        }
+        if error.expired {
+            if expired_before {
+                error.kind = Kind::Permanent;
+                error.message.push_str("; a fresh URL from the Hub was refused too");
+                return Err(error);
+            }
+            expired_before = true;
+            tracing::info!("{error}; resolving again");
+            continue;
+        }
+        if error.kind != Kind::Transient {
+            return Err(error);
+        }
+        match policy.delay(retry, started.elapsed(), error.retry_after, fastrand::f64()) {
+            Some(delay) => {
+                tracing::warn!(
+                    retry = retry + 1,
+                    max_retries = policy.max_retries,
+                    "{error}; retrying in {}",
+                    humantime::format_duration(round_ms(delay))
+                );
+                tokio::time::sleep(delay).await;
+                retry += 1;
+            }
+            None => {
+                error.message.push_str(&format!(
+                    " (gave up after {retry} retries in {})",
+                    humantime::format_duration(round_ms(started.elapsed()))
+                ));
+                return Err(error);
+            }
+        }
+    }
+}
+
+fn round_ms(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn remove_partial(partial: &Path) {
+    if let Err(e) = std::fs::remove_file(partial)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(partial = %partial.display(), "cannot remove the partial file: {e}");
+    }
+}
+
+/// One try at one origin.
+struct Attempt<'a> {
+    http: &'a Http,
+    partial: &'a Path,
+    expected: &'a Expected,
+    progress: Progress<'a>,
+    transferred: u64,
+    /// Whether bytes from an earlier partial file were kept.
+    resumed: bool,
+}
+
+impl Attempt<'_> {
+    /// Returns the Hub commit, if any.
+    async fn run(&mut self, origin: &Origin) -> Result<Option<String>, FetchError> {
+        match origin {
+            Origin::Hub(hub) => {
+                let resolved = self.http.resolve(&hub.resolve_url()).await?;
+                compare_with_index(&resolved, self.expected, hub)?;
+                self.download(&resolved.location).await?;
+                Ok(Some(resolved.commit))
+            }
+            Origin::Url(url) => self.download(url).await.map(|()| None),
+            Origin::Mirror(base) => {
+                let name = self.expected.sha256.as_str();
+                match base.strip_prefix("file://") {
+                    Some(dir) => self.copy_local(&Path::new(dir).join(name)).await?,
+                    None => self.download(&format!("{base}/{name}")).await?,
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Bytes of the partial file that can be kept: all of it unless it is longer than the file.
+    fn resume_point(&self) -> u64 {
+        let len = std::fs::metadata(self.partial).map_or(0, |m| m.len());
+        if len > self.expected.size { 0 } else { len }
+    }
+
+    async fn download(&mut self, url: &str) -> Result<(), FetchError> {
+        let mut from = self.resume_point();
+        if from > 0 && from == self.expected.size {
+            // Complete already (a crash between the last byte and the rename): verify it.
+            self.resumed = true;
+            return self.finish(Pipeline::start(self.partial, from, self.expected.size)?).await;
+        }
+        let mut response = match self.http.get(url, from).await {
+            Err(e) if e.range_not_satisfiable => {
+                // The server says our partial is past its end: start over.
+                self.http.get(url, 0).await.inspect(|_| from = 0)?
+            }
+            other => other?,
+        };
+        if from > 0 {
+            if response.status() == StatusCode::PARTIAL_CONTENT
+                && http::content_range_matches(
+                    response.headers().get(reqwest::header::CONTENT_RANGE),
+                    from,
+                    self.expected.size,
+                )
+            {
+                self.resumed = true;
+                tracing::info!(from, url = %redact(url), "resuming");
+            } else if response.status() == StatusCode::PARTIAL_CONTENT {
+                tracing::warn!(url = %redact(url), "wrong Content-Range for a resume; starting over");
+                from = 0;
+                response = self.http.get(url, 0).await?;
+            } else {
+                tracing::info!(url = %redact(url), "the server ignored the range; starting over");
+                from = 0;
+            }
+        }
+        if response.status() == StatusCode::PARTIAL_CONTENT && from == 0 {
+            return Err(FetchError::transient(format!("{}: 206 to a request without a range", redact(url))));
+        }
+        if let Some(length) = response.content_length()
+            && from + length != self.expected.size
+        {
+            return Err(FetchError::integrity(format!(
+                "{}: the server sends {} bytes, the index says {} (sizeBytes)",
+                redact(url),
+                from + length,
+                self.expected.size
+            )));
+        }
+        let mut pipeline = Pipeline::start(self.partial, from, self.expected.size)?;
+        (self.progress)(from);
+        loop {
+            let chunk = match self.http.next_chunk(&mut response, url).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    pipeline.stop().await;
+                    return Err(e);
+                }
+            };
+            if pipeline.position() + chunk.len() as u64 > self.expected.size {
+                pipeline.stop().await;
+                return Err(FetchError::integrity(format!(
+                    "{}: the server sent more than the {} bytes of the file",
+                    redact(url),
+                    self.expected.size
+                )));
+            }
+            pipeline.push(&chunk).await?;
+            self.transferred += chunk.len() as u64;
+            (self.progress)(pipeline.position());
+        }
+        if pipeline.position() < self.expected.size {
+            let got = pipeline.stop().await;
+            return Err(FetchError::transient(format!(
+                "{}: the connection ended after {got} of {} bytes",
+                redact(url),
+                self.expected.size
+            )));
+        }
+        self.finish(pipeline).await
+    }
+
+    async fn finish(&mut self, pipeline: Pipeline) -> Result<(), FetchError> {
+        let written: Written = pipeline.finish().await?;
+        verify::check(&written, self.expected)
+    }
+
+    /// Copies from a `file://` mirror through the same verifying pipeline.
+    async fn copy_local(&mut self, source: &PathBuf) -> Result<(), FetchError> {
+        let mut file = match tokio::fs::File::open(source).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(FetchError::permanent(format!("{}: not in the mirror", source.display())));
+            }
+            Err(e) => return Err(FetchError::permanent(format!("{}: {e}", source.display()))),
+        };
+        let mut pipeline = Pipeline::start(self.partial, 0, self.expected.size)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    pipeline.stop().await;
+                    return Err(FetchError::permanent(format!("{}: {e}", source.display())));
+                }
+            };
+            if pipeline.position() + n as u64 > self.expected.size {
+                pipeline.stop().await;
+                return Err(FetchError::integrity(format!(
+                    "{}: longer than the {} bytes of the file",
+                    source.display(),
+                    self.expected.size
+                )));
+            }
+            pipeline.push(&buf[..n]).await?;
+            self.transferred += n as u64;
+            (self.progress)(pipeline.position());
+        }
+        self.finish(pipeline).await
+    }
+}
+
+/// Before downloading: the Hub's etag (the sha256, for LFS files) and size must be the index's.
+fn compare_with_index(
+    resolved: &http::Resolved,
+    expected: &Expected,
+    hub: &HubFile,
+) -> Result<(), FetchError> {
+    let changed = |what: &str, hub_value: &str, index_value: &str| {
+        FetchError::permanent(format!(
+            "{} @ {} ({}): the Hub's {what} is {hub_value} but the index says {index_value}; the index or the upstream file changed, so nothing was downloaded",
+            hub.repo, hub.revision, hub.path
+        ))
+    };
+    if let Some(etag) = &resolved.etag
+        && etag.len() == 64
+        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+        && !etag.eq_ignore_ascii_case(expected.sha256.as_str())
+    {
+        return Err(changed("sha256 (X-Linked-Etag)", etag, expected.sha256.as_str()));
+    }
+    if let Some(size) = resolved.size
+        && size != expected.size
+    {
+        return Err(changed("size", &size.to_string(), &expected.size.to_string()));
+    }
+    Ok(())
+}

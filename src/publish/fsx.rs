@@ -1,0 +1,116 @@
+//! Atomic file-system steps: every name a reader can see changes in one rename, after the new
+//! content is durable (fsync of the file, then of the directory).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+/// A temp name beside `path`, unique to this process: `.{name}.{pid}.tmp`.
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Creates `dir` and its parents.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+/// fsync of a directory, so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Renames a finished, fsync'd file onto its published name.
+pub fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    ensure_dir(parent(to))?;
+    fs::rename(from, to)?;
+    sync_dir(parent(to))
+}
+
+/// Replaces `path` with `bytes` (temp file, fsync, rename, fsync of the directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    ensure_dir(parent(path))?;
+    let temp = temp_beside(path);
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        sync_dir(parent(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Points the symlink `link` at `target` (as written, usually relative), replacing whatever is
+/// at `link` in one rename. A directory at `link` is not replaced.
+pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
+    if fs::read_link(link).is_ok_and(|current| current == target) {
+        return Ok(());
+    }
+    ensure_dir(parent(link))?;
+    let temp = temp_beside(link);
+    let _ = fs::remove_file(&temp);
+    symlink(target, &temp)?;
+    if let Err(e) = fs::rename(&temp, link) {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    sync_dir(parent(link))
+}
+
+/// The path from the directory holding `link` to `target`, when both are absolute or both
+/// relative to the same place; `target` itself otherwise.
+pub fn relative_target(target: &Path, link: &Path) -> PathBuf {
+    let from = parent(link);
+    let absolute = |p: &Path| {
+        if p.is_absolute() { Some(p.to_owned()) } else { std::env::current_dir().ok().map(|d| d.join(p)) }
+    };
+    match (absolute(target), absolute(from)) {
+        (Some(t), Some(f)) => pathdiff::diff_paths(t, f).unwrap_or_else(|| target.to_owned()),
+        _ => target.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_are_replaced_atomically_and_relative() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("cache/blobs/abc");
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        fs::write(&blob, "x").unwrap();
+        let link = dir.path().join("store/model/file.bin");
+        let target = relative_target(&blob, &link);
+        assert_eq!(target, Path::new("../../cache/blobs/abc"));
+        replace_symlink(&target, &link).unwrap();
+        assert_eq!(fs::read_to_string(&link).unwrap(), "x");
+        // Replacing an existing link, and a planted regular file, works the same way.
+        fs::write(dir.path().join("cache/blobs/def"), "y").unwrap();
+        replace_symlink(Path::new("../../cache/blobs/def"), &link).unwrap();
+        assert_eq!(fs::read_to_string(&link).unwrap(), "y");
+        let names: Vec<_> =
+            fs::read_dir(link.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["file.bin"], "no temp names left");
+    }
+
+    #[test]
+    fn write_atomic_replaces_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs/main");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+}

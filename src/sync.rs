@@ -1,0 +1,276 @@
+//! One pass over the plan: for each model, check what is on disk (no network when it is
+//! published and intact), otherwise fetch it from its sources in order, verify, publish.
+//! Models run with bounded parallelism; the outcome of each is reported, never just the first
+//! failure.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::config::Config;
+use crate::digest::hash_reader;
+use crate::fetch::{self, FetchError, Http, Kind, Origin, retry};
+use crate::index::Source;
+use crate::plan::{Item, Plan};
+use crate::publish::{Layout, State};
+use crate::report::Reporter;
+use crate::secret::{Token, TokenError};
+use crate::verify::Expected;
+
+/// Free space kept beyond the file itself.
+const SPACE_MARGIN: u64 = 16 << 20;
+/// The credential name the NixOS unit loads the token under (`LoadCredential=hf-token:...`).
+pub const TOKEN_CREDENTIAL: &str = "hf-token";
+
+/// How one model ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Published and verified; `fetched` is `None` when nothing had to be fetched.
+    Published {
+        fetched: Option<FetchedFrom>,
+    },
+    Failed {
+        kind: Kind,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedFrom {
+    pub origin: String,
+    pub transferred: u64,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn is_published(&self) -> bool {
+        matches!(self, Outcome::Published { .. })
+    }
+}
+
+/// Everything a sync pass needs, built once from the config.
+pub struct Engine {
+    http: Http,
+    policy: retry::Policy,
+    layout: Layout,
+    mirrors: Vec<String>,
+    mirrors_first: bool,
+    parallel: usize,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Engine {
+    pub fn new(config: &Config, reporter: Arc<dyn Reporter>) -> Result<Self, String> {
+        let http = Http::new(config, read_token(config))?;
+        Ok(Self {
+            http,
+            policy: retry::Policy {
+                max_retries: config.max_retries,
+                base_delay: config.retry_base_delay,
+                max_time: config.retry_max_time,
+            },
+            layout: Layout::new(config),
+            mirrors: config.mirrors.clone(),
+            mirrors_first: config.mirrors_first,
+            parallel: config.max_parallel_models,
+            reporter,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Brings every model of `plan` to published, as far as it can; one outcome per item, in
+    /// plan order.
+    pub async fn sync(&self, plan: &Plan) -> Vec<Outcome> {
+        if let Err(e) = self.layout.prepare() {
+            let reason = format!("cannot create {}: {e}", self.layout.cache_dir.display());
+            return plan
+                .items
+                .iter()
+                .map(|_| Outcome::Failed { kind: Kind::Local, reason: reason.clone() })
+                .collect();
+        }
+        futures_util::stream::iter(&plan.items)
+            .map(|item| async move {
+                let outcome = self.sync_one(item).await;
+                self.reporter.finished(item, &outcome);
+                outcome
+            })
+            .buffered(self.parallel)
+            .collect()
+            .await
+    }
+
+    async fn sync_one(&self, item: &Item) -> Outcome {
+        match self.reuse(item).await {
+            Ok(true) => return Outcome::Published { fetched: None },
+            Ok(false) => {}
+            Err(reason) => return Outcome::Failed { kind: Kind::Local, reason },
+        }
+        let partial = self.layout.partial(item);
+        if let Err(e) = enough_space(&partial, item.size_bytes) {
+            return Outcome::Failed { kind: Kind::Local, reason: e.message };
+        }
+        self.reporter.started(item);
+        let expected = Expected { sha256: item.sha256.clone(), size: item.size_bytes };
+        let progress = |position| self.reporter.progress(item, position);
+        let mut failures: Vec<(String, FetchError)> = Vec::new();
+        for origin in self.origins(item) {
+            let started = Instant::now();
+            tracing::debug!(model = %item.id, origin = %origin.describe(), "fetching");
+            match fetch::fetch(&self.http, &self.policy, &origin, &partial, &expected, &progress).await {
+                Ok(fetched) => {
+                    let publish = {
+                        let (layout, item, partial) = (self.layout.clone(), item.clone(), partial.clone());
+                        let commit = fetched.commit.clone();
+                        tokio::task::spawn_blocking(move || {
+                            layout.publish(&item, &partial, commit.as_deref())
+                        })
+                    };
+                    return match publish.await {
+                        Ok(Ok(())) => Outcome::Published {
+                            fetched: Some(FetchedFrom {
+                                origin: origin.describe(),
+                                transferred: fetched.transferred,
+                                elapsed: started.elapsed(),
+                            }),
+                        },
+                        Ok(Err(e)) => {
+                            Outcome::Failed { kind: Kind::Local, reason: format!("cannot publish: {e}") }
+                        }
+                        Err(e) => {
+                            Outcome::Failed { kind: Kind::Local, reason: format!("cannot publish: {e}") }
+                        }
+                    };
+                }
+                Err(error) => {
+                    tracing::warn!(model = %item.id, origin = %origin.describe(), kind = error.kind_name(), "{error}");
+                    let local = error.kind == Kind::Local;
+                    failures.push((origin.describe(), error));
+                    if local {
+                        break;
+                    }
+                }
+            }
+        }
+        failed(failures)
+    }
+
+    /// The origins of `item`, in order: its own source, then the mirrors (or the mirrors first).
+    fn origins(&self, item: &Item) -> Vec<Origin> {
+        let own = match &item.source {
+            Source::Hub(hub) => Origin::Hub(hub.clone()),
+            Source::Url(url) => Origin::Url(url.clone()),
+        };
+        let mirrors = self.mirrors.iter().cloned().map(Origin::Mirror);
+        if self.mirrors_first {
+            mirrors.chain(std::iter::once(own)).collect()
+        } else {
+            std::iter::once(own).chain(mirrors).collect()
+        }
+    }
+
+    /// Uses what is on disk when it is the verified file: `Ok(true)` when the model is
+    /// published now, with no network request.
+    async fn reuse(&self, item: &Item) -> Result<bool, String> {
+        let (layout, item) = (self.layout.clone(), item.clone());
+        tokio::task::spawn_blocking(move || match layout.state(&item) {
+            State::Published => Ok(true),
+            State::NeedsLinks { commit } => {
+                layout.link(&item, commit.as_deref()).map_err(|e| format!("cannot link: {e}"))?;
+                Ok(true)
+            }
+            State::Unverified => {
+                // A file this program did not verify (another tool's download, or changed since):
+                // hash it; keep it only when it is the indexed file.
+                let file = std::fs::File::open(&item.blob_path).map_err(|e| e.to_string())?;
+                let (sha256, size) = hash_reader(file).map_err(|e| e.to_string())?;
+                if sha256 != item.sha256 || size != item.size_bytes {
+                    tracing::warn!(model = %item.id, blob = %item.blob_path.display(), %sha256,
+                        "the file at the blob's name is not the indexed one; fetching it again");
+                    return Ok(false);
+                }
+                let commit = known_commit(&layout, &item);
+                layout.restamp(&item, commit.as_deref()).map_err(|e| format!("cannot stamp: {e}"))?;
+                layout.link(&item, commit.as_deref()).map_err(|e| format!("cannot link: {e}"))?;
+                Ok(true)
+            }
+            State::Missing => Ok(false),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// The commit a Hub file's revision points at, as far as the disk knows (no network).
+fn known_commit(layout: &Layout, item: &Item) -> Option<String> {
+    let Source::Hub(hub) = &item.source else { return None };
+    if hub.revision.len() == 40 && hub.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(hub.revision.clone());
+    }
+    let reference = layout.cache_dir.join(hub.cache_folder()).join("refs").join(&hub.revision);
+    std::fs::read_to_string(reference).ok().filter(|c| c.len() == 40)
+}
+
+/// Every origin failed: the outcome names each one's reason; the kind is the gravest.
+fn failed(failures: Vec<(String, FetchError)>) -> Outcome {
+    let kind = failures
+        .iter()
+        .map(|(_, e)| e.kind)
+        .max_by_key(|k| match k {
+            Kind::Transient => 0,
+            Kind::Permanent => 1,
+            Kind::Integrity => 2,
+            Kind::Local => 3,
+        })
+        .unwrap_or(Kind::Permanent);
+    let reason = match failures.as_slice() {
+        [(_, only)] => only.message.clone(),
+        many => many.iter().map(|(origin, e)| format!("{origin}: {e}")).collect::<Vec<_>>().join("; "),
+    };
+    Outcome::Failed { kind, reason }
+}
+
+/// Refuses to start a download the disk cannot hold (the partial's bytes already count).
+fn enough_space(partial: &Path, size: u64) -> Result<(), FetchError> {
+    let dir = partial.parent().unwrap_or(Path::new("."));
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Err(FetchError::local(&format!("cannot create {}", dir.display()), &e));
+    }
+    let have = std::fs::metadata(partial).map_or(0, |m| m.len());
+    let need = size.saturating_sub(have) + SPACE_MARGIN;
+    match fs4::available_space(dir) {
+        Ok(free) if free < need => Err(FetchError::new(
+            Kind::Local,
+            format!(
+                "not enough space in {}: {} free, {} needed; free space, then run again",
+                dir.display(),
+                bytesize::ByteSize(free).display().iec(),
+                bytesize::ByteSize(need).display().iec()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The token: `token_file`, else the unit's credential `$CREDENTIALS_DIRECTORY/hf-token`, else
+/// none. A token file others may read is used, with a warning.
+pub fn read_token(config: &Config) -> Result<Option<Token>, TokenError> {
+    let path: Option<PathBuf> = config.token_file.clone().or_else(|| {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        Some(Path::new(&dir).join(TOKEN_CREDENTIAL)).filter(|p| p.exists())
+    });
+    let Some(path) = path else { return Ok(None) };
+    let token = Token::read(&path)?;
+    if let Ok(meta) = std::fs::metadata(&path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(token_file = %path.display(), "the token file is readable by every user; chmod o-r it");
+        }
+    }
+    Ok(Some(token))
+}
