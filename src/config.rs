@@ -31,7 +31,8 @@ pub struct Config {
     /// Hub endpoint.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
-    /// Verify SHA-256 of every downloaded file against the index.
+    /// Hash files already at a blob's name that this program did not verify before using them.
+    /// `false` trusts them by size (with a warning). Downloads are verified either way.
     #[serde(default = "yes")]
     pub verify_checksums: bool,
     /// Model ids to deploy.

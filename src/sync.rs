@@ -57,6 +57,7 @@ pub struct Engine {
     layout: Layout,
     mirrors: Vec<String>,
     mirrors_first: bool,
+    verify_existing: bool,
     parallel: usize,
     reporter: Arc<dyn Reporter>,
 }
@@ -74,6 +75,7 @@ impl Engine {
             layout: Layout::new(config),
             mirrors: config.mirrors.clone(),
             mirrors_first: config.mirrors_first,
+            verify_existing: config.verify_checksums,
             parallel: config.max_parallel_models,
             reporter,
         })
@@ -177,7 +179,7 @@ impl Engine {
     /// Uses what is on disk when it is the verified file: `Ok(true)` when the model is
     /// published now, with no network request.
     async fn reuse(&self, item: &Item) -> Result<bool, String> {
-        let (layout, item) = (self.layout.clone(), item.clone());
+        let (layout, item, verify) = (self.layout.clone(), item.clone(), self.verify_existing);
         tokio::task::spawn_blocking(move || match layout.state(&item) {
             State::Published => Ok(true),
             State::NeedsLinks { commit } => {
@@ -186,12 +188,8 @@ impl Engine {
             }
             State::Unverified => {
                 // A file this program did not verify (another tool's download, or changed since):
-                // hash it; keep it only when it is the indexed file.
-                let file = std::fs::File::open(&item.blob_path).map_err(|e| e.to_string())?;
-                let (sha256, size) = hash_reader(file).map_err(|e| e.to_string())?;
-                if sha256 != item.sha256 || size != item.size_bytes {
-                    tracing::warn!(model = %item.id, blob = %item.blob_path.display(), %sha256,
-                        "the file at the blob's name is not the indexed one; fetching it again");
+                // keep it only when it is the indexed file.
+                if !on_disk_is_indexed(&item, verify)? {
                     return Ok(false);
                 }
                 let commit = known_commit(&layout, &item);
@@ -204,6 +202,27 @@ impl Engine {
         .await
         .map_err(|e| e.to_string())?
     }
+}
+
+/// Whether the unstamped file at the blob's name is the indexed one: hashed, or with
+/// `verify_checksums = false` trusted by its size.
+fn on_disk_is_indexed(item: &Item, verify: bool) -> Result<bool, String> {
+    if !verify {
+        let size = std::fs::metadata(&item.blob_path).map_or(0, |m| m.len());
+        if size == item.size_bytes {
+            tracing::warn!(model = %item.id, blob = %item.blob_path.display(),
+                "verify_checksums = false: trusting the file on disk by its size, without hashing it");
+        }
+        return Ok(size == item.size_bytes);
+    }
+    let file = std::fs::File::open(&item.blob_path).map_err(|e| e.to_string())?;
+    let (sha256, size) = hash_reader(file).map_err(|e| e.to_string())?;
+    if sha256 != item.sha256 || size != item.size_bytes {
+        tracing::warn!(model = %item.id, blob = %item.blob_path.display(), %sha256,
+            "the file at the blob's name is not the indexed one; fetching it again");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The commit a Hub file's revision points at, as far as the disk knows (no network).

@@ -24,6 +24,11 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         LockError::Held { .. } => Failure::new(Status::TempFail, e),
         LockError::Io { .. } => Failure::new(Status::IoErr, e),
     })?;
+    if !config.verify_checksums {
+        tracing::warn!(
+            "verify_checksums = false: files already on disk that models-fetch did not verify are trusted by size; downloads are still verified"
+        );
+    }
     if let Err(e) = read_token(&config) {
         tracing::warn!("{e}; only public models can be fetched");
     }
