@@ -3,5 +3,6 @@
 
 mod config;
 mod entry;
+mod sync;
 mod util;
 mod validate;
