@@ -64,7 +64,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: &Config, reporter: Arc<dyn Reporter>) -> Result<Self, String> {
-        let http = Http::new(config, read_token(config))?;
+        let token = read_token(config);
+        if let Err(e) = &token {
+            tracing::warn!("{e}; only public models can be fetched");
+        }
+        let http = Http::new(config, token)?;
         Ok(Self {
             http,
             policy: retry::Policy {

@@ -139,8 +139,11 @@ impl Pipeline {
         .map_err(|e| FetchError::local("joining the writer", &io::Error::other(e.to_string())))?
     }
 
-    /// Stops, keeping what was written (for a later resume). Returns the bytes kept.
-    pub async fn stop(self) -> u64 {
+    /// Stops, keeping everything received so far (for a later resume). Returns the bytes kept.
+    pub async fn stop(mut self) -> u64 {
+        if !self.pending.is_empty() {
+            let _ = self.send().await;
+        }
         let Self { to_writer, to_hasher, writer, hasher, .. } = self;
         drop((to_writer, to_hasher));
         tokio::task::spawn_blocking(move || {
@@ -278,6 +281,16 @@ mod tests {
         pipeline.push(&data[400_000..]).await.unwrap();
         let written = pipeline.finish().await.unwrap();
         check(&written, &expected_of(&data)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn stopping_keeps_every_byte_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let mut pipeline = Pipeline::start(&path, 0, 1 << 20).unwrap();
+        pipeline.push(&[7u8; 1000]).await.unwrap();
+        assert_eq!(pipeline.stop().await, 1000);
+        assert_eq!(std::fs::read(&path).unwrap(), [7u8; 1000]);
     }
 
     #[test]

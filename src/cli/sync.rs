@@ -9,7 +9,7 @@ use crate::plan::plan;
 use crate::publish::Layout;
 use crate::publish::lock::{CacheLock, LockError};
 use crate::report::{self, Reporter};
-use crate::sync::{Engine, Outcome, read_token};
+use crate::sync::{Engine, Outcome};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -28,9 +28,6 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         tracing::warn!(
             "verify_checksums = false: files already on disk that models-fetch did not verify are trusted by size; downloads are still verified"
         );
-    }
-    if let Err(e) = read_token(&config) {
-        tracing::warn!("{e}; only public models can be fetched");
     }
     let reporter: Arc<dyn Reporter> = report::for_stderr().into();
     let engine =

@@ -3,6 +3,8 @@
 
 mod config;
 mod entry;
+mod faults;
+mod origin;
 mod sync;
 mod util;
 mod validate;

@@ -1,0 +1,968 @@
+//! `models-fetch sync` against a faulty origin (`origin.rs`): every test asserts the end state
+//! of the published tree. A transient fault (resets, stalls, 429/5xx, truncation, a server that
+//! ignores `Range`, an expired presigned URL) must end in a verified publish; a hostile one (wrong
+//! bytes, wrong size, redirect loop, https -> http) in a non-zero exit naming the model and the
+//! reason, nothing at a published name, and the version published before still intact.
+//!
+//! Every run also checks that the token and the presigned query never reach the output and that
+//! no request to a CDN carried `Authorization`.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+
+use crate::origin::{Blob, Fault, Host, Origin, Request, Route, Rule, SIGNATURE_MARKER, hex};
+use crate::util::{temp_dir, write};
+
+/// A model of the index and where the Hub has it.
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    id: &'static str,
+    chakra: &'static str,
+    filename: &'static str,
+    repo: &'static str,
+}
+
+/// The model most tests fetch.
+const AJNA: Model = Model {
+    id: "ajna-insight-v2",
+    chakra: "ajna",
+    filename: "ajna-insight-v2.safetensors",
+    repo: "fault-org/ajna-insight",
+};
+/// A second model, for runs with two.
+const ANAHATA: Model = Model {
+    id: "anahata-heart-v1",
+    chakra: "anahata",
+    filename: "anahata-heart-v1.safetensors",
+    repo: "fault-org/anahata-heart",
+};
+const ID: &str = AJNA.id;
+const FILENAME: &str = AJNA.filename;
+const REPO: &str = AJNA.repo;
+const TOKEN: &str = "hf_FaultTestTokenThatMustNeverBePrinted";
+/// The size of the files served: big enough for several reads, small enough to be quick.
+const SIZE: usize = 1536 * 1024;
+/// A run that takes longer than this is killed and fails the test.
+const RUN_LIMIT: Duration = Duration::from_secs(45);
+
+/// `len` reproducible pseudo-random bytes.
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// One run of `models-fetch sync`.
+struct Run {
+    code: Option<i32>,
+    stderr: String,
+    /// stdout and stderr.
+    out: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn assert_ok(&self) {
+        assert_eq!(self.code, Some(0), "sync failed after {:?}:\n{}", self.elapsed, self.out);
+    }
+
+    /// A non-zero exit; stderr names [`AJNA`] and one of `reasons` (any case) on one line.
+    fn assert_failed(&self, reasons: &[&str]) {
+        assert!(self.code.is_some(), "sync was killed after {RUN_LIMIT:?}:\n{}", self.out);
+        assert_ne!(self.code, Some(0), "sync succeeded but should have failed:\n{}", self.out);
+        let named = self.stderr.lines().map(str::to_lowercase).any(|line| {
+            line.contains(ID) && reasons.iter().any(|reason| line.contains(&reason.to_lowercase()))
+        });
+        assert!(named, "no line of stderr names {ID} and one of {reasons:?}:\n{}", self.out);
+    }
+}
+
+/// A temp dir with a config, an index and a token file, next to an [`Origin`].
+struct Case {
+    origin: Origin,
+    dir: tempfile::TempDir,
+    /// The models of the index, the first one the one the `assert_` methods look at.
+    models: RefCell<Vec<Model>>,
+}
+
+impl Case {
+    fn new() -> Self {
+        Self::with(Origin::start(Some(TOKEN)))
+    }
+
+    /// The Hub over https with its CA in `ca_file`.
+    fn tls() -> Self {
+        Self::with(Origin::start_tls(Some(TOKEN)))
+    }
+
+    fn with(origin: Origin) -> Self {
+        let dir = temp_dir();
+        let token = write(dir.path(), "token", &format!("{TOKEN}\n"));
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod token");
+        if let Some(pem) = origin.ca_pem() {
+            write(dir.path(), "ca.pem", pem);
+        }
+        Case { origin, dir, models: RefCell::new(vec![AJNA]) }
+    }
+
+    /// Publishes `content` on the Hub as a new commit (via the CDN) and points the index at it.
+    fn serve(&self, version: &str, content: Vec<u8>) -> Blob {
+        let blob = self.origin.publish(REPO, FILENAME, content);
+        self.write_index(&[(AJNA, version, &blob)]);
+        blob
+    }
+
+    /// Version 2.0.0, published by a first successful sync.
+    fn published_v1(&self) -> Blob {
+        let v1 = self.serve("2.0.0", data(1, SIZE));
+        self.sync().assert_ok();
+        self.assert_published(&v1);
+        v1
+    }
+
+    /// Version 2.1.0 on the Hub and in the index, not yet synced.
+    fn serve_v2(&self) -> Blob {
+        self.serve("2.1.0", data(2, SIZE))
+    }
+
+    /// Writes an index of `models` (each at a version, with a file) and a config deploying them.
+    fn write_index(&self, models: &[(Model, &str, &Blob)]) {
+        let template = std::fs::read_to_string(crate::util::root().join("tests/index/valid/minimal.json"))
+            .expect("minimal index");
+        let mut index: serde_json::Value = serde_json::from_str(&template).expect("minimal index is JSON");
+        index.as_object_mut().expect("index object").remove("$schema");
+        let template = index["models"][0].take();
+        let entries = models.iter().map(|(model, version, blob)| {
+            let mut entry = template.clone();
+            entry["id"] = model.id.into();
+            entry["chakra"] = model.chakra.into();
+            entry["version"] = (*version).into();
+            entry["artifact"] = serde_json::json!({
+                "filename": model.filename,
+                "sha256": blob.sha256,
+                "sizeBytes": blob.size,
+                "format": "safetensors",
+                "repo": model.repo,
+            });
+            entry
+        });
+        index["models"] = entries.collect();
+        write(self.dir.path(), "index.json", &serde_json::to_string_pretty(&index).expect("index"));
+
+        let ids: Vec<String> = models.iter().map(|(model, ..)| format!("{:?}", model.id)).collect();
+        let mut config = format!(
+            "index = \"index.json\"\ncache_dir = \"cache\"\nstore_dir = \"store\"\ntoken_file = \"token\"\n\
+             endpoint = \"{}\"\ndeployed_models = [{}]\nconnect_timeout = \"2s\"\nstall_timeout = \"1s\"\n\
+             max_retries = 3\nretry_base_delay = \"10ms\"\nretry_max_time = \"20s\"\n",
+            self.origin.hub_url(),
+            ids.join(", ")
+        );
+        if self.origin.ca_pem().is_some() {
+            config.push_str("ca_file = \"ca.pem\"\n");
+        }
+        write(self.dir.path(), "config.toml", &config);
+        *self.models.borrow_mut() = models.iter().map(|(model, ..)| *model).collect();
+    }
+
+    /// Runs `models-fetch sync`; checks that no secret leaked, in the output or to a CDN.
+    fn sync(&self) -> Run {
+        self.sync_killed_when(&|| false)
+    }
+
+    /// [`Case::sync`], killing the process (SIGKILL) as soon as `kill` says so.
+    fn sync_killed_when(&self, kill: &dyn Fn() -> bool) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
+        command.arg("sync").arg("--config").arg(self.dir.path().join("config.toml"));
+        command.current_dir(self.dir.path()).stdin(Stdio::null());
+        for var in [
+            "MODELS_FETCH_CONFIG",
+            "RUST_LOG",
+            "HF_TOKEN",
+            "HF_ENDPOINT",
+            "HF_HUB_OFFLINE",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            command.env_remove(var);
+        }
+        let run = run_with_limit(command, RUN_LIMIT, kill);
+        assert!(!run.out.contains(TOKEN), "the token was printed:\n{}", run.out);
+        assert!(!run.out.contains(SIGNATURE_MARKER), "a presigned query was printed:\n{}", run.out);
+        for request in self.origin.requests() {
+            if request.host != Host::Hub {
+                assert_eq!(request.header("authorization"), None, "a CDN got the token: {request:?}");
+            }
+        }
+        run
+    }
+
+    /// The first model of the index.
+    fn model(&self) -> Model {
+        self.models.borrow()[0]
+    }
+
+    fn repo_dir(&self) -> PathBuf {
+        self.repo_dir_of(self.model())
+    }
+
+    fn repo_dir_of(&self, model: Model) -> PathBuf {
+        self.dir.path().join("cache").join(format!("models--{}", model.repo.replace('/', "--")))
+    }
+
+    /// Where the partial download of `blob` is kept.
+    fn partial(&self, blob: &Blob) -> PathBuf {
+        self.repo_dir().join("blobs").join(format!("{}.models-fetch.incomplete", blob.sha256))
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `blob` is the verified, published version of the first model: cache blob, relative
+    /// snapshot link, ref, store link, chakra link; no partial download left.
+    fn assert_published(&self, blob: &Blob) {
+        self.assert_published_as(self.model(), blob);
+    }
+
+    fn assert_published_as(&self, model: Model, blob: &Blob) {
+        let repo = self.repo_dir_of(model);
+        let blob_path = repo.join("blobs").join(&blob.sha256);
+        let bytes = std::fs::read(&blob_path).unwrap_or_else(|e| panic!("{}: {e}", blob_path.display()));
+        assert_eq!(sha256_hex(&bytes), blob.sha256, "{} has other content", blob_path.display());
+        let real_blob = canonical(&blob_path);
+
+        let snapshot = repo.join("snapshots").join(&blob.commit).join(model.filename);
+        let target = std::fs::read_link(&snapshot).unwrap_or_else(|e| panic!("{}: {e}", snapshot.display()));
+        assert!(target.is_relative(), "{} -> {} is absolute", snapshot.display(), target.display());
+        assert_eq!(canonical(&snapshot), real_blob, "{} is not the blob", snapshot.display());
+        let reference = std::fs::read_to_string(repo.join("refs/main")).expect("refs/main");
+        assert_eq!(reference, blob.commit, "refs/main");
+
+        let stored = self.store().join(model.id).join(model.filename);
+        assert_eq!(canonical(&stored), real_blob, "{} is not the blob", stored.display());
+        let by_chakra = self.store().join("by-chakra").join(model.chakra).join(model.id);
+        let by_chakra =
+            if canonical(&by_chakra).is_dir() { by_chakra.join(model.filename) } else { by_chakra };
+        assert_eq!(canonical(&by_chakra), real_blob, "{} is not the blob", by_chakra.display());
+
+        let leftovers: Vec<String> = std::fs::read_dir(repo.join("blobs"))
+            .expect("blobs dir")
+            .map(|e| e.expect("blobs entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".incomplete"))
+            .collect();
+        assert!(leftovers.is_empty(), "partial downloads left behind: {leftovers:?}");
+    }
+
+    /// Nothing of `blob` at a published name.
+    fn assert_not_published(&self, blob: &Blob) {
+        let repo = self.repo_dir_of(self.model());
+        for path in [repo.join("blobs").join(&blob.sha256), repo.join("snapshots").join(&blob.commit)] {
+            assert!(std::fs::symlink_metadata(&path).is_err(), "{} exists", path.display());
+        }
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|e| panic!("{} does not resolve: {e}", path.display()))
+}
+
+/// Runs `command`, killing it after `limit` or when `kill` says so; stdout and stderr together.
+fn run_with_limit(mut command: Command, limit: Duration, kill: &dyn Fn() -> bool) -> Run {
+    let start = Instant::now();
+    let mut child =
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("models-fetch starts");
+    let pipe = |mut reader: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = reader.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = pipe(Box::new(child.stderr.take().expect("stderr")));
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        let timed_out = start.elapsed() > limit;
+        if timed_out || kill() {
+            let _ = child.kill();
+            let status = child.wait().expect("wait");
+            break if timed_out { None } else { status.code() };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().expect("stdout"), stderr.join().expect("stderr"));
+    Run { code, out: format!("{stdout}{stderr}"), stderr, elapsed: start.elapsed() }
+}
+
+/// The request that got `fault`, and the one after it (on any server).
+fn around<'a>(requests: &'a [Request], fault: &Fault) -> (&'a Request, &'a Request) {
+    let at = requests.iter().position(|r| r.fault.as_ref() == Some(fault)).expect("the fault was served");
+    (&requests[at], requests.get(at + 1).expect("a request after the fault"))
+}
+
+/// The resumed requests of the CDN: their `Range` start.
+fn resumed_from(origin: &Origin) -> Vec<u64> {
+    origin.requests_to(Route::Cdn).iter().filter_map(|r| r.range()).map(|(start, _)| start).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transient faults: the sync ends in a verified publish.
+
+#[test]
+fn resume_continues_after_connection_reset() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(600 * 1024)));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let starts = resumed_from(&case.origin);
+    assert!(starts.iter().any(|&s| s > 0 && s <= 600 * 1024), "no resume from the partial file: {starts:?}");
+}
+
+#[test]
+fn stalled_transfer_is_abandoned_and_resumed() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::StallAfter(400 * 1024, Duration::from_secs(30))));
+    let run = case.sync();
+    run.assert_ok();
+    case.assert_published(&blob);
+    assert!(run.elapsed < Duration::from_secs(15), "a 1s stall timeout took {:?}", run.elapsed);
+    let starts = resumed_from(&case.origin);
+    assert!(starts.iter().any(|&s| s > 0 && s <= 400 * 1024), "no resume after the stall: {starts:?}");
+}
+
+#[test]
+fn slow_drip_below_the_stall_timeout_is_not_a_stall() {
+    let case = Case::new();
+    // 8 chunks 600 ms apart: 4.8 s in all, but never 1 s without a byte.
+    let blob = case.serve("2.0.0", data(1, 64 * 1024));
+    let every = Duration::from_millis(600);
+    case.origin.add(Rule::once(Route::Cdn, Fault::Drip { chunk: 8 * 1024, every }));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert_eq!(case.origin.requests_to(Route::Cdn).len(), 1, "the slow transfer was abandoned");
+}
+
+#[test]
+fn truncated_body_is_resumed() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::Truncate(500 * 1024)));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let starts = resumed_from(&case.origin);
+    assert!(starts.iter().any(|&s| s > 0 && s <= 500 * 1024), "no resume after truncation: {starts:?}");
+}
+
+#[test]
+fn partial_download_survives_a_failed_run_and_is_resumed() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    // Every answer breaks after 200 KiB: 4 tries get 800 KiB of the 1.5 MiB, then the run fails.
+    case.origin.add(Rule::always(Route::Cdn, Fault::ResetAfter(200 * 1024)));
+    case.sync().assert_failed(&["connection", "reset", "broke"]);
+    let kept = std::fs::metadata(case.partial(&blob)).map_or(0, |m| m.len());
+    let ranges: Vec<_> = case.origin.requests_to(Route::Cdn).iter().map(Request::range).collect();
+    assert!(
+        kept >= 600 * 1024,
+        "{kept} bytes kept in the partial file after 4 answers of 200 KiB each; their ranges: {ranges:?}"
+    );
+    case.assert_not_published(&blob);
+
+    case.origin.heal();
+    let before = case.origin.requests_to(Route::Cdn).len();
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let next = &case.origin.requests_to(Route::Cdn)[before];
+    assert_eq!(next.range(), Some((kept, None)), "the second run did not resume from the partial file");
+}
+
+#[test]
+fn killed_sync_resumes_from_its_partial_file() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::StallAfter(700 * 1024, Duration::from_secs(30))));
+    // SIGKILL while the transfer stalls, before the 1 s stall timeout.
+    let stalled_long_enough = || {
+        let cdn = case.origin.requests_to(Route::Cdn);
+        cdn.first().is_some_and(|r| r.at.elapsed() > Duration::from_millis(600))
+    };
+    case.sync_killed_when(&stalled_long_enough);
+    case.assert_not_published(&blob);
+
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let cdn = case.origin.requests_to(Route::Cdn);
+    let start = cdn.get(1).and_then(Request::range).map(|(start, _)| start);
+    assert!(start.is_some_and(|s| s > 0 && s <= 700 * 1024), "the run after the kill resumed from {start:?}");
+}
+
+#[test]
+fn complete_partial_file_is_verified_without_downloading() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    // As after a crash between the last byte and the rename.
+    std::fs::create_dir_all(case.repo_dir().join("blobs")).expect("blobs dir");
+    std::fs::write(case.partial(&blob), &*blob.content).expect("partial file");
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert!(case.origin.requests_to(Route::Cdn).is_empty(), "downloaded a file already complete");
+}
+
+#[test]
+fn corrupt_partial_file_is_discarded_and_fetched_again() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    std::fs::create_dir_all(case.repo_dir().join("blobs")).expect("blobs dir");
+    std::fs::write(case.partial(&blob), data(99, 300 * 1024)).expect("partial file");
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+}
+
+#[test]
+fn bytes_corrupted_before_a_reset_are_fetched_again_from_zero() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    // The first answer has a wrong byte in what arrives before the reset; the resume is clean,
+    // so only the hash of the whole file can tell.
+    case.origin.add(Rule::once(Route::Cdn, Fault::FlipByte(1000).and(Fault::ResetAfter(500 * 1024))));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let cdn = case.origin.requests_to(Route::Cdn);
+    assert!(cdn.iter().skip(1).any(|r| r.range().is_some()), "never resumed: {cdn:#?}");
+    assert!(cdn.iter().skip(1).any(|r| r.range().is_none()), "never started over: {cdn:#?}");
+}
+
+#[test]
+fn silent_hub_is_abandoned_after_the_stall_timeout() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::HubHead, Fault::Silent(Duration::from_secs(20))));
+    let run = case.sync();
+    run.assert_ok();
+    case.assert_published(&blob);
+    assert!(run.elapsed < Duration::from_secs(8), "waited {:?} for a silent server", run.elapsed);
+}
+
+#[test]
+fn resume_restarts_when_server_ignores_range() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(500 * 1024)));
+    case.origin.add(Rule::once(Route::Cdn, Fault::IgnoreRange).ranged_only());
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let ignored = case.origin.requests_to(Route::Cdn).iter().any(|r| r.fault == Some(Fault::IgnoreRange));
+    assert!(ignored, "the engine never resumed, so the ignored range was not exercised");
+}
+
+#[test]
+fn wrong_content_range_is_never_appended() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(500 * 1024)));
+    case.origin.add(Rule::once(Route::Cdn, Fault::WrongContentRange).ranged_only());
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let wrong = case.origin.requests_to(Route::Cdn).iter().any(|r| r.fault == Some(Fault::WrongContentRange));
+    assert!(wrong, "the engine never resumed, so the wrong Content-Range was not exercised");
+}
+
+#[test]
+fn first_cdn_requests_failing_with_5xx_are_retried() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::times(Route::Cdn, 2, Fault::status(500, &[])));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert!(case.origin.requests_to(Route::Cdn).len() >= 3);
+}
+
+#[test]
+fn connection_reset_before_any_answer_is_retried() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::times(Route::HubHead, 2, Fault::Hangup));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert!(case.origin.requests_to(Route::HubHead).len() >= 3);
+}
+
+#[test]
+fn hub_503_is_retried_after_its_retry_after() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    let fault = Fault::status(503, &[("Retry-After", "1")]);
+    case.origin.add(Rule::once(Route::HubHead, fault.clone()));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let requests = case.origin.requests();
+    let (refused, next) = around(&requests, &fault);
+    let waited = next.at - refused.at;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "Retry-After: 1 was not honoured: retried after {waited:?}"
+    );
+}
+
+#[test]
+fn cdn_429_is_retried_after_its_retry_after() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    let fault = Fault::status(429, &[("Retry-After", "1")]);
+    case.origin.add(Rule::once(Route::Cdn, fault.clone()));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let requests = case.origin.requests();
+    let (refused, next) = around(&requests, &fault);
+    let waited = next.at - refused.at;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "Retry-After: 1 was not honoured: retried after {waited:?}"
+    );
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+    let fault = Fault::status(503, &[("Retry-After", &when)]);
+    case.origin.add(Rule::once(Route::HubHead, fault.clone()));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let requests = case.origin.requests();
+    let (refused, next) = around(&requests, &fault);
+    let waited = next.at - refused.at;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "Retry-After: {when} was not honoured: retried after {waited:?}"
+    );
+}
+
+#[test]
+fn hub_rate_limit_header_sets_the_wait() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    let fault = Fault::status(
+        429,
+        &[
+            ("RateLimit", "\"resolvers\";r=0;t=1"),
+            ("RateLimit-Policy", "\"fixed window\";\"resolvers\";q=3000;w=300"),
+        ],
+    );
+    case.origin.add(Rule::once(Route::HubHead, fault.clone()));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let requests = case.origin.requests();
+    let (refused, next) = around(&requests, &fault);
+    let waited = next.at - refused.at;
+    assert!(waited >= Duration::from_millis(900), "RateLimit t=1 was not honoured: retried after {waited:?}");
+}
+
+#[test]
+fn expired_presigned_url_is_resolved_again() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::once(Route::Cdn, Fault::Expired));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert!(case.origin.requests_to(Route::HubHead).len() >= 2, "the URL was not resolved again");
+    let cdn = case.origin.requests_to(Route::Cdn);
+    assert!(cdn.len() >= 2 && cdn[0].target != cdn[1].target, "the expired URL was reused: {cdn:#?}");
+}
+
+#[test]
+fn cdn_redirect_to_another_origin_is_followed_without_the_token() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::always(Route::Cdn, Fault::RedirectTo(Host::Cdn2)));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    // `sync` checks that no CDN request carried the token.
+    assert!(!case.origin.requests_to(Route::Cdn2).is_empty(), "the second CDN was never asked");
+}
+
+#[test]
+fn cdn_on_the_hubs_host_but_another_port_gets_no_token() {
+    let case = Case::new();
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.resolve_to(Host::Cdn2);
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    // `sync` checks that no CDN request carried the token.
+    assert!(!case.origin.requests_to(Route::Cdn2).is_empty(), "the CDN on the Hub's host was never asked");
+}
+
+#[test]
+fn relative_hub_redirect_keeps_the_token() {
+    let case = Case::new();
+    let blob = case.origin.publish(REPO, FILENAME, data(1, SIZE));
+    case.origin.rename("fault-org/old-name", REPO);
+    case.write_index(&[(Model { repo: "fault-org/old-name", ..AJNA }, "2.0.0", &blob)]);
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let heads = case.origin.requests_to(Route::HubHead);
+    let renamed =
+        heads.iter().find(|r| r.path().starts_with(&format!("/{REPO}/"))).expect("followed the 307");
+    assert_eq!(renamed.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+}
+
+#[test]
+fn file_kept_in_git_is_fetched_from_the_hub_itself() {
+    let case = Case::new();
+    let blob = case.origin.publish_in_git(REPO, FILENAME, data(1, 40 * 1024));
+    case.write_index(&[(AJNA, "2.0.0", &blob)]);
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert!(case.origin.requests_to(Route::Cdn).is_empty());
+}
+
+#[test]
+fn file_kept_in_git_resumes_from_the_hub_with_the_token() {
+    let case = Case::new();
+    let blob = case.origin.publish_in_git(REPO, FILENAME, data(1, 800 * 1024));
+    case.write_index(&[(AJNA, "2.0.0", &blob)]);
+    case.origin.add(Rule::once(Route::HubGet, Fault::ResetAfter(600 * 1024)));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let gets = case.origin.requests_to(Route::HubGet);
+    let resumed = gets.iter().find(|r| r.range().is_some_and(|(start, _)| start > 0)).expect("a resume");
+    assert_eq!(resumed.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile or permanent faults: a clear failure, and the version published before stays.
+
+#[test]
+fn one_failing_model_does_not_stop_the_others() {
+    let case = Case::new();
+    let good = case.origin.publish(ANAHATA.repo, ANAHATA.filename, data(3, SIZE));
+    let bad = case.origin.publish(AJNA.repo, AJNA.filename, data(4, SIZE));
+    case.write_index(&[(AJNA, "2.0.0", &bad), (ANAHATA, "1.0.0", &good)]);
+    case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(7)).for_target(&bad.sha256));
+    case.sync().assert_failed(&["sha256", "checksum"]);
+    case.assert_not_published(&bad);
+    case.assert_published_as(ANAHATA, &good);
+}
+
+#[test]
+fn flipped_byte_fails_the_checksum_and_keeps_the_previous_version() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(SIZE / 3)));
+    case.sync().assert_failed(&["sha256", "checksum", "hash", "digest"]);
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn body_longer_than_the_index_size_is_refused() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::Cdn, Fault::Longer(4096)));
+    case.sync().assert_failed(&["size", "long", "bytes"]);
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn body_shorter_than_the_index_size_is_refused() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::Cdn, Fault::Shorter(4096)));
+    case.sync().assert_failed(&["size", "short", "bytes"]);
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn hub_size_disagreeing_with_the_index_fails_before_downloading() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    let hub_size = (SIZE + 1).to_string();
+    case.origin.add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Size", &hub_size)])));
+    let cdn_before = case.origin.requests_to(Route::Cdn).len();
+    let run = case.sync();
+    run.assert_failed(&["size"]);
+    for value in [SIZE.to_string(), hub_size] {
+        assert!(run.out.contains(&value), "the output does not show {value}:\n{}", run.out);
+    }
+    assert_eq!(case.origin.requests_to(Route::Cdn).len(), cdn_before, "downloaded anyway");
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn hub_sha256_disagreeing_with_the_index_fails_before_downloading() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    let hub_sha256 = sha256_hex(b"another file");
+    let etag = format!("\"{hub_sha256}\"");
+    case.origin.add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Etag", &etag)])));
+    let cdn_before = case.origin.requests_to(Route::Cdn).len();
+    let run = case.sync();
+    run.assert_failed(&["sha256", "etag", "checksum", "hash"]);
+    for value in [&v2.sha256, &hub_sha256] {
+        assert!(run.out.contains(value.as_str()), "the output does not show {value}:\n{}", run.out);
+    }
+    assert_eq!(case.origin.requests_to(Route::Cdn).len(), cdn_before, "downloaded anyway");
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn redirect_loop_ends_in_an_error() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::Cdn, Fault::RedirectToSelf));
+    case.sync().assert_failed(&["redirect"]);
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+    let loops = case.origin.requests_to(Route::Cdn).len();
+    assert!(loops <= 100, "{loops} requests to the looping CDN");
+}
+
+#[test]
+fn https_to_http_redirect_is_refused() {
+    let case = Case::tls();
+    // Version 1 comes from the https Hub itself, which also proves `ca_file` works.
+    let v1 = case.origin.publish_in_git(REPO, FILENAME, data(1, 64 * 1024));
+    case.write_index(&[(AJNA, "2.0.0", &v1)]);
+    case.sync().assert_ok();
+    case.assert_published(&v1);
+    // Version 2 is redirected to the plain-http CDN.
+    let v2 = case.serve_v2();
+    let run = case.sync();
+    run.assert_failed(&["downgrade", "insecure", "https -> http", "https to http", "plain http", "refus"]);
+    assert!(case.origin.requests_to(Route::Cdn).is_empty(), "the http CDN was asked");
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn cdn_403_after_resolving_again_is_permanent() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    let heads_before = case.origin.requests_to(Route::HubHead).len();
+    case.origin.add(Rule::always(Route::Cdn, Fault::Expired));
+    case.sync().assert_failed(&["403", "forbidden", "denied", "expired"]);
+    let heads = case.origin.requests_to(Route::HubHead).len() - heads_before;
+    assert!((2..=5).contains(&heads), "{heads} resolves: expected one more after the 403, then a stop");
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn missing_file_404_is_permanent_and_not_retried() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    let heads_before = case.origin.requests_to(Route::HubHead).len();
+    let fault =
+        Fault::status(404, &[("X-Error-Code", "EntryNotFound"), ("X-Error-Message", "Entry not found")]);
+    case.origin.add(Rule::always(Route::HubHead, fault));
+    case.sync().assert_failed(&["404", "not found", "EntryNotFound"]);
+    assert_eq!(case.origin.requests_to(Route::HubHead).len() - heads_before, 1, "a 404 was retried");
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn unauthorized_401_is_permanent_and_not_retried() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    let heads_before = case.origin.requests_to(Route::HubHead).len();
+    let fault = Fault::status(401, &[("X-Error-Message", "Invalid credentials in Authorization header")]);
+    case.origin.add(Rule::always(Route::HubHead, fault));
+    case.sync().assert_failed(&["401", "unauthorized", "credentials", "token"]);
+    assert_eq!(case.origin.requests_to(Route::HubHead).len() - heads_before, 1, "a 401 was retried");
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn retry_after_beyond_the_retry_budget_fails_at_once() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::HubHead, Fault::status(429, &[("Retry-After", "3600")])));
+    let run = case.sync();
+    run.assert_failed(&["429", "too many requests"]);
+    assert!(run.elapsed < Duration::from_secs(10), "waited {:?} for an hour-long Retry-After", run.elapsed);
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+#[test]
+fn endless_5xx_fails_within_the_retry_budget_without_leaking_secrets() {
+    let case = Case::new();
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::Cdn, Fault::status(503, &[])));
+    let run = case.sync();
+    // `sync` checks the output for the token and the presigned query.
+    run.assert_failed(&["503", "unavailable", "server error"]);
+    assert!(run.elapsed < Duration::from_secs(20), "retrying took {:?}", run.elapsed);
+    case.assert_not_published(&v2);
+    case.assert_published(&v1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The origin itself, through a raw socket: it must be right for the tests above to mean anything.
+
+/// Sends `request` to the server at `base` (an `http://` URL) and reads the whole answer.
+fn raw(base: &str, request: &str) -> (String, Vec<u8>) {
+    let address = base.strip_prefix("http://").expect("http URL");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    (String::from_utf8_lossy(&answer[..split]).into_owned(), answer[split..].to_vec())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+#[test]
+fn origin_resolves_to_the_cdn_and_serves_ranges() {
+    let origin = Origin::start(Some(TOKEN));
+    let blob = origin.publish(REPO, FILENAME, data(1, 1000));
+    let resolve = format!("/{REPO}/resolve/main/{FILENAME}");
+
+    let (head, body) = raw(origin.hub_url(), &format!("HEAD {resolve} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    assert!(body.is_empty());
+
+    let request = format!("HEAD {resolve} HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let (head, _) = raw(origin.hub_url(), &request);
+    assert!(head.starts_with("HTTP/1.1 302 "), "{head}");
+    assert_eq!(header(&head, "x-repo-commit"), Some(blob.commit.as_str()));
+    assert_eq!(header(&head, "x-linked-etag"), Some(format!("\"{}\"", blob.sha256).as_str()));
+    assert_eq!(header(&head, "x-linked-size"), Some("1000"));
+    let location = url::Url::parse(header(&head, "location").expect("location")).expect("absolute");
+    assert_eq!(location.host_str(), Some("127.0.0.2"));
+    assert!(location.query().expect("presigned").contains(SIGNATURE_MARKER));
+
+    let target = &location[url::Position::BeforePath..];
+    let (head, body) = raw(origin.cdn_url(), &format!("GET {target} HTTP/1.1\r\nRange: bytes=100-\r\n\r\n"));
+    assert!(head.starts_with("HTTP/1.1 206 "), "{head}");
+    assert_eq!(header(&head, "content-range"), Some("bytes 100-999/1000"));
+    assert_eq!(body, blob.content[100..]);
+    let (head, _) = raw(origin.cdn_url(), &format!("GET {target} HTTP/1.1\r\nRange: bytes=1000-\r\n\r\n"));
+    assert!(head.starts_with("HTTP/1.1 416 "), "{head}");
+
+    let requests = origin.requests();
+    assert_eq!(requests.len(), 4);
+    assert_eq!(requests[0].header("authorization"), None);
+    assert_eq!(requests[1].header("AUTHORIZATION"), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(requests[2].range(), Some((100, None)));
+}
+
+#[test]
+fn origin_rules_apply_in_order_then_run_out() {
+    let origin = Origin::start(None);
+    let blob = origin.publish(REPO, FILENAME, data(1, 1000));
+    let target = format!("/blobs/{}?X-Amz-Signature=x", blob.sha256);
+    let get = |range: &str| raw(origin.cdn_url(), &format!("GET {target} HTTP/1.1\r\n{range}\r\n"));
+    origin.add(Rule::once(Route::Cdn, Fault::Truncate(10)));
+    origin.add(Rule::once(Route::Cdn, Fault::IgnoreRange).ranged_only());
+    origin.add(Rule::once(Route::Cdn, Fault::WrongContentRange).ranged_only());
+    origin.add(Rule::times(Route::Cdn, 2, Fault::FlipByte(5)));
+
+    let (head, body) = get("");
+    assert_eq!((header(&head, "content-length"), body.len()), (Some("1000"), 10), "truncated");
+    let (head, body) = get("Range: bytes=10-\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 "), "range ignored: {head}");
+    assert_eq!(body, *blob.content);
+    let (head, body) = get("Range: bytes=10-\r\n");
+    assert_eq!(header(&head, "content-range"), Some("bytes 505-999/1000"), "wrong range");
+    assert_eq!(body, blob.content[505..]);
+    let (_, body) = get("");
+    assert_eq!((body.len(), body[5], body[6]), (1000, !blob.content[5], blob.content[6]), "flipped");
+    let (_, body) = get("");
+    assert_ne!(body, *blob.content, "the flip rule holds for two requests");
+    let (_, body) = get("");
+    assert_eq!(body, *blob.content, "the rules ran out");
+
+    origin.add(Rule::once(Route::HubHead, Fault::status(503, &[("Retry-After", "1")])));
+    let resolve = format!("HEAD /{REPO}/resolve/main/{FILENAME} HTTP/1.1\r\n\r\n");
+    let (head, _) = raw(origin.hub_url(), &resolve);
+    assert!(head.starts_with("HTTP/1.1 503 ") && header(&head, "retry-after") == Some("1"), "{head}");
+    let (head, _) = raw(origin.hub_url(), &resolve);
+    assert!(head.starts_with("HTTP/1.1 302 "), "{head}");
+}
+
+#[test]
+fn origin_tls_hub_is_trusted_through_its_ca() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    let origin = Origin::start_tls(None);
+    origin.publish_in_git(REPO, FILENAME, data(1, 10));
+    let address = origin.hub_url().strip_prefix("https://").expect("https hub").to_owned();
+    let pem = origin.ca_pem().expect("CA").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let head = runtime.block_on(async move {
+        let mut roots = rustls::RootCertStore::empty();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("PEM");
+        roots.add(der).expect("CA added");
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake with the test CA");
+        let request = format!("HEAD /{REPO}/resolve/main/{FILENAME} HTTP/1.1\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(header(&head, "content-length"), Some("10"));
+    assert!(header(&head, "etag").is_some_and(|etag| etag.len() == 42), "git sha1 etag: {head}");
+}
