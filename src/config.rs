@@ -75,6 +75,21 @@ pub struct Config {
     /// How many models are fetched at the same time.
     #[serde(default = "default_max_parallel_models")]
     pub max_parallel_models: usize,
+    /// `run`: how often every model is checked again (stamps, links; failed models retried).
+    #[serde(default = "default_recheck_interval", with = "humantime_serde")]
+    pub recheck_interval: Duration,
+    /// `run`: how often published files are hashed again; off unless set. Ignored with
+    /// `verify_checksums = false`.
+    #[serde(default, with = "humantime_serde")]
+    pub rehash_interval: Option<Duration>,
+    /// `run`: a Prometheus textfile (node_exporter's textfile collector) kept current with
+    /// per-model state and bytes.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+}
+
+fn default_recheck_interval() -> Duration {
+    Duration::from_secs(6 * 3600)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -145,7 +160,9 @@ impl Config {
         for dir in [&mut config.index, &mut config.cache_dir, &mut config.store_dir] {
             *dir = base.join(&*dir);
         }
-        for file in [&mut config.token_file, &mut config.ca_file].into_iter().flatten() {
+        for file in
+            [&mut config.token_file, &mut config.ca_file, &mut config.metrics_file].into_iter().flatten()
+        {
             *file = base.join(&*file);
         }
         let invalid = |key, reason| ConfigError::Invalid { path: path.to_owned(), key, reason };
@@ -158,6 +175,11 @@ impl Config {
         }
         if config.max_parallel_models == 0 {
             return Err(invalid("max_parallel_models", "must be at least 1".to_owned()));
+        }
+        if config.recheck_interval < Duration::from_secs(1)
+            || config.rehash_interval.is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(invalid("recheck_interval", "intervals must be at least 1s".to_owned()));
         }
         if config.stall_timeout.is_zero() || config.connect_timeout.is_zero() {
             return Err(invalid("stall_timeout", "timeouts must be longer than 0s".to_owned()));

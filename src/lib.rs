@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod digest;
 pub mod fetch;
 pub mod index;

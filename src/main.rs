@@ -13,7 +13,6 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = models_fetch::cli::Cli::parse();
-    models_fetch::cli::init_logging();
     match cli.run() {
         Ok(status) => status.into(),
         Err(failure) => {

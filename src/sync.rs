@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::digest::hash_reader;
@@ -102,13 +103,37 @@ impl Engine {
         }
         futures_util::stream::iter(&plan.items)
             .map(|item| async move {
-                let outcome = self.sync_one(item).await;
+                let outcome = self.bring(item).await;
                 self.reporter.finished(item, &outcome);
                 outcome
             })
             .buffered(self.parallel)
             .collect()
             .await
+    }
+
+    /// Brings one model to published: from disk when it is there and intact, else fetched.
+    /// Every event inside carries the model's id (`MODEL_ID` in the journal).
+    pub async fn bring(&self, item: &Item) -> Outcome {
+        let span = tracing::info_span!("model", model_id = %item.id);
+        let outcome = self.sync_one(item).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match &outcome {
+            Outcome::Published { fetched: Some(f) } => tracing::info!(
+                sha256 = %item.sha256,
+                bytes = f.transferred,
+                duration_ms = u64::try_from(f.elapsed.as_millis()).unwrap_or(u64::MAX),
+                source = %f.origin,
+                "published {} ({} bytes verified)", item.store_path.display(), item.size_bytes
+            ),
+            Outcome::Published { fetched: None } => {
+                tracing::debug!(sha256 = %item.sha256, "already published and intact");
+            }
+            Outcome::Failed { kind, reason } => {
+                tracing::error!(sha256 = %item.sha256, error_kind = kind.name(), "failed: {reason}");
+            }
+        }
+        outcome
     }
 
     async fn sync_one(&self, item: &Item) -> Outcome {
@@ -127,7 +152,7 @@ impl Engine {
         let mut failures: Vec<(String, FetchError)> = Vec::new();
         for origin in self.origins(item) {
             let started = Instant::now();
-            tracing::debug!(model = %item.id, origin = %origin.describe(), "fetching");
+            tracing::debug!(source = %origin.describe(), "fetching");
             match fetch::fetch(&self.http, &self.policy, &origin, &partial, &expected, &progress).await {
                 Ok(fetched) => {
                     let publish = {
@@ -154,7 +179,7 @@ impl Engine {
                     };
                 }
                 Err(error) => {
-                    tracing::warn!(model = %item.id, origin = %origin.describe(), kind = error.kind_name(), "{error}");
+                    tracing::warn!(source = %origin.describe(), error_kind = error.kind_name(), "{error}");
                     let local = error.kind == Kind::Local;
                     failures.push((origin.describe(), error));
                     if local {
@@ -214,7 +239,7 @@ fn on_disk_is_indexed(item: &Item, verify: bool) -> Result<bool, String> {
     if !verify {
         let size = std::fs::metadata(&item.blob_path).map_or(0, |m| m.len());
         if size == item.size_bytes {
-            tracing::warn!(model = %item.id, blob = %item.blob_path.display(),
+            tracing::warn!(model_id = %item.id, blob = %item.blob_path.display(),
                 "verify_checksums = false: trusting the file on disk by its size, without hashing it");
         }
         return Ok(size == item.size_bytes);
@@ -222,7 +247,7 @@ fn on_disk_is_indexed(item: &Item, verify: bool) -> Result<bool, String> {
     let file = std::fs::File::open(&item.blob_path).map_err(|e| e.to_string())?;
     let (sha256, size) = hash_reader(file).map_err(|e| e.to_string())?;
     if sha256 != item.sha256 || size != item.size_bytes {
-        tracing::warn!(model = %item.id, blob = %item.blob_path.display(), %sha256,
+        tracing::warn!(model_id = %item.id, blob = %item.blob_path.display(), %sha256,
             "the file at the blob's name is not the indexed one; fetching it again");
         return Ok(false);
     }

@@ -3,8 +3,11 @@
 
 mod entry;
 mod plan;
+mod run;
+mod status;
 mod sync;
 mod validate;
+mod wait;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -23,8 +26,19 @@ pub const DEFAULT_CONFIG: &str = "/etc/models-fetch/config.toml";
 #[derive(Debug, Parser)]
 #[command(name = "models-fetch", version)]
 pub struct Cli {
+    /// Where log lines go: `auto` is the journal when stderr is the journal (`JOURNAL_STREAM`
+    /// set, as under systemd), stderr otherwise. `MODELS_FETCH_LOG` sets the level.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    log: LogTarget,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogTarget {
+    Auto,
+    Journald,
+    Stderr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +51,12 @@ enum Command {
     Plan(plan::Args),
     /// Fetch, verify and publish every deployed model, then exit.
     Sync(sync::Args),
+    /// Run as a service: READY at once, then fetch and keep every model published.
+    Run(run::Args),
+    /// Show every deployed model's state and the daemon's pid.
+    Status(status::Args),
+    /// Block until models are published and verified (for consumer units).
+    Wait(wait::Args),
 }
 
 /// The config file flag shared by the subcommands that read the daemon's config.
@@ -58,11 +78,16 @@ impl ConfigArg {
 
 impl Cli {
     pub fn run(self) -> Result<Status, Failure> {
+        let default_level = if matches!(self.command, Command::Run(_)) { "info" } else { "warn" };
+        init_logging(self.log, default_level);
         match self.command {
             Command::Validate(args) => validate::run(&args),
             Command::Entry(args) => entry::run(&args),
             Command::Plan(args) => plan::run(&args),
             Command::Sync(args) => sync::run(&args),
+            Command::Run(args) => run::run(&args),
+            Command::Status(args) => status::run(&args),
+            Command::Wait(args) => wait::run(&args),
         }
     }
 }
@@ -111,7 +136,8 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.error)
+        // Each error of this crate already names its cause; the chain would repeat it.
+        write!(f, "{}", self.error)
     }
 }
 
@@ -137,12 +163,35 @@ impl From<PlanErrors> for Failure {
     }
 }
 
-/// Log lines go to stderr; `MODELS_FETCH_LOG` (an env-filter, e.g. `debug`) sets the level,
-/// `warn` by default.
-pub fn init_logging() {
+/// Sets up logging: journald (structured fields, no prefix, so `MODEL_ID` arrives as is) or
+/// human-readable lines on stderr. `MODELS_FETCH_LOG` (an env-filter, e.g. `debug`) sets the
+/// level.
+fn init_logging(target: LogTarget, default_level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MODELS_FETCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let journald = match target {
+        LogTarget::Journald => true,
+        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+        LogTarget::Stderr => false,
+    };
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_field_prefix(None).with_syslog_identifier("models-fetch".to_owned());
+                tracing_subscriber::registry().with(filter).with(layer).init();
+                return;
+            }
+            Err(e) => eprintln!("models-fetch: cannot log to the journal ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
 }
 
 #[cfg(test)]

@@ -17,6 +17,23 @@ pub enum Kind {
     Local,
 }
 
+impl Kind {
+    /// `transient`, `permanent`, `integrity` or `local` (`ERROR_KIND` in the journal).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Transient => "transient",
+            Kind::Permanent => "permanent",
+            Kind::Integrity => "integrity",
+            Kind::Local => "local",
+        }
+    }
+
+    /// Whether a later try can succeed without anyone changing anything.
+    pub fn is_transient(self) -> bool {
+        self == Kind::Transient
+    }
+}
+
 /// One failed attempt. The message never holds a token or a presigned query string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -66,11 +83,6 @@ impl FetchError {
 
     /// A short name for the kind, for status lines and journal fields.
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            Kind::Transient => "transient",
-            Kind::Permanent => "permanent",
-            Kind::Integrity => "integrity",
-            Kind::Local => "local",
-        }
+        self.kind.name()
     }
 }

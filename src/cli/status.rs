@@ -1,0 +1,110 @@
+//! `models-fetch status [--config FILE] [--json]`: every deployed model's state, size, path and
+//! last error, from the daemon's state file and the disk, and the daemon's pid.
+
+use bytesize::ByteSize;
+use serde::Serialize;
+
+use super::{ConfigArg, Failure, Status};
+use crate::daemon::state::{ModelState, Phase, StateFile};
+use crate::plan::plan;
+use crate::publish::{Layout, State};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    /// The daemon's pid, when one is running on this store.
+    daemon_pid: Option<u32>,
+    /// The daemon's last `STATUS=` line.
+    daemon_status: Option<String>,
+    models: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    id: String,
+    state: Phase,
+    size_bytes: u64,
+    bytes: u64,
+    sha256: String,
+    path: String,
+    last_error: Option<String>,
+    error_kind: Option<String>,
+}
+
+pub(super) fn run(args: &Args) -> Result<Status, Failure> {
+    let (config, index) = args.config.load()?;
+    let plan = plan(&config, &index)?;
+    let layout = Layout::new(&config);
+    let file = StateFile::read(&config.store_dir);
+    let daemon_pid = file.as_ref().map(|f| f.pid).filter(|pid| alive(*pid));
+    let rows: Vec<Row> = plan
+        .items
+        .iter()
+        .map(|item| {
+            let known: Option<&ModelState> = file.as_ref().and_then(|f| f.models.get(item.id.as_str()));
+            // The disk is the truth for "ready"; the state file adds progress and errors.
+            let on_disk = layout.state(item) == State::Published;
+            let state = match known {
+                _ if on_disk => Phase::Ready,
+                Some(m) if m.state != Phase::Ready && m.sha256 == item.sha256.as_str() => m.state,
+                _ => Phase::Pending,
+            };
+            let current = known.filter(|m| m.sha256 == item.sha256.as_str());
+            Row {
+                id: item.id.to_string(),
+                state,
+                size_bytes: item.size_bytes,
+                bytes: if on_disk { item.size_bytes } else { current.map_or(0, |m| m.bytes) },
+                sha256: item.sha256.to_string(),
+                path: item.store_path.display().to_string(),
+                last_error: current.and_then(|m| m.last_error.clone()).filter(|_| state == Phase::Failed),
+                error_kind: current.and_then(|m| m.error_kind.clone()).filter(|_| state == Phase::Failed),
+            }
+        })
+        .collect();
+    let report = Report {
+        daemon_pid,
+        daemon_status: file.filter(|_| daemon_pid.is_some()).map(|f| f.status),
+        models: rows,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(Status::IoErr, e))?);
+        return Ok(Status::Success);
+    }
+    match (report.daemon_pid, &report.daemon_status) {
+        (Some(pid), Some(status)) => println!("daemon: running, pid {pid}: {status}"),
+        _ => println!("daemon: not running"),
+    }
+    let width = report.models.iter().map(|r| r.id.len()).max().unwrap_or(5).max(5);
+    println!("{:width$}  {:8}  {:>21}  path / last error", "model", "state", "bytes");
+    for row in &report.models {
+        let state = serde_json::to_value(row.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let bytes =
+            format!("{}/{}", ByteSize(row.bytes).display().iec(), ByteSize(row.size_bytes).display().iec());
+        let detail = row.last_error.as_ref().map_or_else(
+            || row.path.clone(),
+            |e| format!("{}: {e}", row.error_kind.as_deref().unwrap_or("error")),
+        );
+        println!("{:width$}  {state:8}  {bytes:>21}  {detail}", row.id);
+    }
+    Ok(Status::Success)
+}
+
+/// Whether a process with this pid exists (signal 0).
+pub(super) fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

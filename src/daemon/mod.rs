@@ -1,0 +1,387 @@
+//! `models-fetch run`: the long-running service. Startup checks the config, the index and what
+//! is on disk (stamps, no hashing, no network), takes the cache lock and says READY; then one
+//! task per model brings it to published and re-checks it on an interval. SIGHUP re-reads
+//! everything and applies the difference (downloads still wanted keep running); SIGTERM stops
+//! within seconds, partial files kept for resume.
+
+pub mod notify;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::fetch::Kind;
+use crate::index::{Index, IndexError};
+use crate::plan::{Item, PlanErrors, plan};
+use crate::publish::lock::{CacheLock, LockError};
+use crate::publish::{Layout, State};
+use crate::report::Reporter;
+use crate::sync::{Engine, Outcome};
+use notify::Notifier;
+use state::{ModelState, Phase, StateFile, metrics, status_line, unix_now};
+
+/// Why the daemon could not start (before READY) or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Plan(#[from] PlanErrors),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Everything derived from one reading of the config: replaced whole on reload.
+struct Generation {
+    config: Config,
+    items: Vec<Item>,
+    engine: Arc<Engine>,
+}
+
+impl Generation {
+    fn load(config_path: &Path, shared: &Arc<Shared>) -> Result<Self, DaemonError> {
+        let config = Config::load(config_path)?;
+        let index = Index::load(&config.index)?;
+        let plan = plan(&config, &index)?;
+        let reporter: Arc<dyn Reporter> = shared.clone();
+        let engine = Engine::new(&config, reporter).map_err(DaemonError::Setup)?;
+        Ok(Self { config, items: plan.items, engine: Arc::new(engine) })
+    }
+}
+
+/// What the tasks and the supervisor share: every model's state.
+struct Shared {
+    models: Mutex<BTreeMap<String, ModelState>>,
+    rates: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl Shared {
+    fn update(&self, id: &str, change: impl FnOnce(&mut ModelState)) {
+        if let Some(model) = self.models.lock().expect("models lock").get_mut(id) {
+            change(model);
+            model.updated_at = unix_now();
+        }
+    }
+}
+
+impl Reporter for Shared {
+    fn started(&self, item: &Item) {
+        self.rates.lock().expect("rates lock").insert(item.id.to_string(), (Instant::now(), 0));
+        self.update(item.id.as_str(), |m| {
+            m.state = Phase::Fetching;
+            m.rate = 0;
+        });
+    }
+
+    fn progress(&self, item: &Item, position: u64) {
+        let rate = {
+            let mut rates = self.rates.lock().expect("rates lock");
+            let (since, from) = rates.entry(item.id.to_string()).or_insert((Instant::now(), position));
+            let secs = since.elapsed().as_secs_f64();
+            if secs > 0.5 { (position.saturating_sub(*from) as f64 / secs) as u64 } else { 0 }
+        };
+        self.update(item.id.as_str(), |m| {
+            m.bytes = position;
+            if rate > 0 {
+                m.rate = rate;
+            }
+        });
+    }
+
+    fn finished(&self, _item: &Item, _outcome: &Outcome) {}
+}
+
+/// A running model task and what it was started for.
+struct Task {
+    item: Item,
+    handle: JoinHandle<()>,
+}
+
+/// Runs the service until SIGTERM/SIGINT. Errors before READY are returned (the caller maps
+/// them to exit statuses); after READY, failures are per model and the service keeps running.
+pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<(), DaemonError> {
+    let shared = Arc::new(Shared { models: Mutex::default(), rates: Mutex::default() });
+    let mut generation = Generation::load(&config_path, &shared)?;
+    let mut layout = generation.engine.layout().clone();
+    let mut lock = CacheLock::acquire(&layout.lock_paths())?;
+    layout
+        .prepare()
+        .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", layout.cache_dir.display())))?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+
+    reset_models(&shared, &layout, &generation.items);
+    let started_at = unix_now();
+    let status = status_line(&shared.models.lock().expect("models lock"));
+    notifier.ready(&status);
+    tracing::info!(models = generation.items.len(), "ready: {status}");
+
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    notify::spawn_watchdog(notifier.clone(), heartbeat.clone());
+    let tick =
+        sd_notify::watchdog_enabled().map_or(Duration::from_secs(1), |d| (d / 4).min(Duration::from_secs(1)));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut semaphore = Arc::new(Semaphore::new(generation.config.max_parallel_models));
+    let mut tasks: HashMap<String, Task> = HashMap::new();
+    spawn_missing(&mut tasks, &generation, &shared, &semaphore);
+    let mut last_written: Option<(String, BTreeMap<String, ModelState>)> = None;
+
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                heartbeat.fetch_add(1, Ordering::Relaxed);
+                publish_state(&shared, &generation, &notifier, started_at, &mut last_written);
+            }
+            _ = hangup.recv() => {
+                notifier.reloading();
+                match Generation::load(&config_path, &shared) {
+                    Ok(next) => {
+                        let next_layout = next.engine.layout().clone();
+                        if next_layout.lock_paths() != layout.lock_paths() {
+                            match CacheLock::acquire(&next_layout.lock_paths()) {
+                                Ok(next_lock) => lock = next_lock,
+                                Err(e) => {
+                                    reload_failed(&notifier, &shared, &e.to_string());
+                                    continue;
+                                }
+                            }
+                            if let Err(e) = next_layout.prepare() {
+                                reload_failed(&notifier, &shared, &e.to_string());
+                                continue;
+                            }
+                        }
+                        layout = next_layout;
+                        if next.config.max_parallel_models != generation.config.max_parallel_models {
+                            semaphore = Arc::new(Semaphore::new(next.config.max_parallel_models));
+                        }
+                        apply(&mut tasks, &next, &shared, &layout);
+                        generation = next;
+                        spawn_missing(&mut tasks, &generation, &shared, &semaphore);
+                        let status = status_line(&shared.models.lock().expect("models lock"));
+                        tracing::info!(models = generation.items.len(), "reloaded: {status}");
+                        notifier.ready(&status);
+                    }
+                    Err(e) => reload_failed(&notifier, &shared, &e.to_string()),
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    notifier.stopping();
+    tracing::info!("stopping; partial downloads are kept for resume");
+    for task in tasks.values() {
+        task.handle.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for (_, task) in tasks.drain() {
+            let _ = task.handle.await;
+        }
+    })
+    .await;
+    publish_state(&shared, &generation, &notifier, started_at, &mut None);
+    drop(lock);
+    Ok(())
+}
+
+/// The models of a (new) plan, each as the disk shows it: ready when its stamp and links are in
+/// place, pending otherwise. Models no longer deployed are forgotten.
+fn reset_models(shared: &Shared, layout: &Layout, items: &[Item]) {
+    let mut models = shared.models.lock().expect("models lock");
+    let old = std::mem::take(&mut *models);
+    for item in items {
+        let id = item.id.to_string();
+        let kept = old.get(&id).filter(|m| m.sha256 == item.sha256.as_str() && m.path == item.store_path);
+        let model =
+            kept.cloned().unwrap_or_else(|| ModelState::new(item, layout.state(item) == State::Published));
+        models.insert(id, model);
+    }
+}
+
+/// Applies a new generation: tasks whose model is gone or changed are stopped; the others keep
+/// running (a download in flight is not interrupted).
+fn apply(tasks: &mut HashMap<String, Task>, next: &Generation, shared: &Shared, layout: &Layout) {
+    tasks.retain(|id, task| {
+        let same = next.items.iter().any(|item| {
+            item.id.as_str() == id
+                && item.sha256 == task.item.sha256
+                && item.store_path == task.item.store_path
+                && item.blob_path == task.item.blob_path
+                && item.source == task.item.source
+                && item.chakra == task.item.chakra
+        });
+        if !same {
+            task.handle.abort();
+        }
+        same
+    });
+    reset_models(shared, layout, &next.items);
+}
+
+fn reload_failed(notifier: &Arc<dyn Notifier>, shared: &Shared, error: &str) {
+    tracing::error!("reload rejected, the running config stays in force: {error}");
+    let status = status_line(&shared.models.lock().expect("models lock"));
+    notifier.ready(&format!("{status} · reload rejected (see journal)"));
+}
+
+/// Starts a task for every model that has none.
+fn spawn_missing(
+    tasks: &mut HashMap<String, Task>,
+    generation: &Generation,
+    shared: &Arc<Shared>,
+    semaphore: &Arc<Semaphore>,
+) {
+    for item in &generation.items {
+        if tasks.contains_key(item.id.as_str()) {
+            continue;
+        }
+        let handle = tokio::spawn(model_task(
+            generation.engine.clone(),
+            item.clone(),
+            shared.clone(),
+            semaphore.clone(),
+            generation.config.recheck_interval,
+            generation.config.rehash_interval.filter(|_| generation.config.verify_checksums),
+        ));
+        tasks.insert(item.id.to_string(), Task { item: item.clone(), handle });
+    }
+}
+
+/// One model, forever: bring it to published; then re-check every `recheck`; on a transient
+/// failure retry sooner (doubling from 30 s, at most `recheck`); on any other failure wait for
+/// the next re-check (or a reload) rather than loop.
+async fn model_task(
+    engine: Arc<Engine>,
+    item: Item,
+    shared: Arc<Shared>,
+    semaphore: Arc<Semaphore>,
+    recheck: Duration,
+    rehash: Option<Duration>,
+) {
+    let id = item.id.to_string();
+    let mut transient_failures = 0u32;
+    let mut last_rehash = Instant::now();
+    loop {
+        let outcome = {
+            let Ok(_permit) = semaphore.acquire().await else { return };
+            engine.bring(&item).await
+        };
+        let wait = match &outcome {
+            Outcome::Published { .. } => {
+                transient_failures = 0;
+                shared.update(&id, |m| {
+                    m.state = Phase::Ready;
+                    m.bytes = item.size_bytes;
+                    m.rate = 0;
+                    m.last_error = None;
+                    m.error_kind = None;
+                    m.next_attempt_at = None;
+                    m.ready_at.get_or_insert(unix_now());
+                });
+                recheck
+            }
+            Outcome::Failed { kind, reason } => {
+                let wait = if kind.is_transient() {
+                    transient_failures += 1;
+                    Duration::from_secs(30).saturating_mul(1 << transient_failures.min(10)).min(recheck)
+                } else {
+                    recheck
+                };
+                shared.update(&id, |m| {
+                    m.state = Phase::Failed;
+                    m.rate = 0;
+                    m.last_error = Some(reason.clone());
+                    m.error_kind = Some(kind.name().to_owned());
+                    m.ready_at = None;
+                    m.next_attempt_at = Some(unix_now() + wait.as_secs());
+                });
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+        if let Some(every) = rehash
+            && outcome.is_published()
+            && last_rehash.elapsed() >= every
+        {
+            last_rehash = Instant::now();
+            rehash_one(&engine, &item).await;
+        }
+    }
+}
+
+/// Hashes a published file again; a file that changed loses its stamp, so the next pass
+/// fetches it again.
+async fn rehash_one(engine: &Engine, item: &Item) {
+    let (layout, item) = (engine.layout().clone(), item.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        let good = std::fs::File::open(&item.blob_path)
+            .and_then(crate::digest::hash_reader)
+            .is_ok_and(|(sha256, size)| sha256 == item.sha256 && size == item.size_bytes);
+        if good {
+            tracing::info!(model_id = %item.id, sha256 = %item.sha256, "re-hash: intact");
+        } else {
+            tracing::error!(model_id = %item.id, sha256 = %item.sha256, error_kind = Kind::Integrity.name(),
+                "re-hash: the published file changed on disk; fetching it again");
+            let _ = std::fs::remove_file(layout.stamp(item.sha256.as_str()));
+        }
+    })
+    .await;
+}
+
+/// Sends STATUS and writes the state and metrics files when something changed.
+fn publish_state(
+    shared: &Shared,
+    generation: &Generation,
+    notifier: &Arc<dyn Notifier>,
+    started_at: u64,
+    last: &mut Option<(String, BTreeMap<String, ModelState>)>,
+) {
+    let models = shared.models.lock().expect("models lock").clone();
+    let status = status_line(&models);
+    let changed = last.as_ref().is_none_or(|(s, m)| *s != status || !same_ignoring_time(m, &models));
+    if !changed {
+        return;
+    }
+    if last.as_ref().is_none_or(|(s, _)| *s != status) {
+        notifier.status(&status);
+    }
+    let file = StateFile {
+        pid: std::process::id(),
+        started_at,
+        updated_at: unix_now(),
+        status: status.clone(),
+        models,
+    };
+    if let Err(e) = file.write(&generation.config.store_dir) {
+        tracing::warn!("cannot write the state file: {e}");
+    }
+    if let Some(path) = &generation.config.metrics_file
+        && let Err(e) = crate::publish::fsx::write_atomic(path, metrics(&file.models).as_bytes())
+    {
+        tracing::warn!(metrics_file = %path.display(), "cannot write the metrics file: {e}");
+    }
+    *last = Some((status, file.models));
+}
+
+fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, ModelState>) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ia, ma), (ib, mb))| {
+            ia == ib && ma.state == mb.state && ma.bytes == mb.bytes && ma.last_error == mb.last_error
+        })
+}

@@ -1,0 +1,253 @@
+//! The daemon's view of every deployed model, the one-line `STATUS=` made from it, the state
+//! file that `wait` and `status` read (`{store_dir}/.models-fetch/state.json`, replaced
+//! atomically), and the Prometheus textfile. Everything here is pure but the two writes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::Kind;
+use crate::plan::Item;
+use crate::publish::{STATE_DIR, fsx};
+
+/// Where a model stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Not checked or fetched yet.
+    Pending,
+    Fetching,
+    /// Published and verified.
+    Ready,
+    /// The last try failed; see `error_kind` and `next_attempt_at`.
+    Failed,
+}
+
+/// One model in the state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelState {
+    pub state: Phase,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// Bytes of the file on disk (while fetching: so far).
+    pub bytes: u64,
+    /// Receive rate of the current download, bytes per second.
+    #[serde(default)]
+    pub rate: u64,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub error_kind: Option<String>,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ready_at: Option<u64>,
+    #[serde(default)]
+    pub next_attempt_at: Option<u64>,
+}
+
+impl ModelState {
+    pub fn new(item: &Item, ready: bool) -> Self {
+        let now = unix_now();
+        Self {
+            state: if ready { Phase::Ready } else { Phase::Pending },
+            sha256: item.sha256.to_string(),
+            size_bytes: item.size_bytes,
+            bytes: if ready { item.size_bytes } else { 0 },
+            rate: 0,
+            path: item.store_path.clone(),
+            last_error: None,
+            error_kind: None,
+            updated_at: now,
+            ready_at: ready.then_some(now),
+            next_attempt_at: None,
+        }
+    }
+
+    /// A failure that no retry will mend without a change (everything but transient).
+    pub fn failed_for_good(&self) -> bool {
+        self.state == Phase::Failed && self.error_kind.as_deref() != Some(Kind::Transient.name())
+    }
+}
+
+/// The whole state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub pid: u32,
+    pub started_at: u64,
+    pub updated_at: u64,
+    /// The daemon's `STATUS=` line.
+    pub status: String,
+    pub models: BTreeMap<String, ModelState>,
+}
+
+impl StateFile {
+    pub fn path(store_dir: &Path) -> PathBuf {
+        store_dir.join(STATE_DIR).join("state.json")
+    }
+
+    pub fn read(store_dir: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(Self::path(store_dir)).ok()?).ok()
+    }
+
+    pub fn write(&self, store_dir: &Path) -> std::io::Result<()> {
+        fsx::write_atomic(&Self::path(store_dir), &serde_json::to_vec_pretty(self).expect("state serializes"))
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn size(bytes: u64) -> String {
+    ByteSize(bytes).display().iec().to_string()
+}
+
+/// The one-line status for `systemctl status`, e.g.
+/// `2/3 ready · fetching ajna-insight-v2 1.2/4.0 GiB 210.0 MiB/s · 0 failed`,
+/// `3/3 models ready (5.2 GiB)`, `2/3 ready · 1 failed: ajna-insight-v2 (checksum mismatch)`.
+pub fn status_line(models: &BTreeMap<String, ModelState>) -> String {
+    let total = models.len();
+    let ready = models.values().filter(|m| m.state == Phase::Ready).count();
+    let failed: Vec<(&String, &ModelState)> =
+        models.iter().filter(|(_, m)| m.state == Phase::Failed).collect();
+    if ready == total {
+        let bytes: u64 = models.values().map(|m| m.size_bytes).sum();
+        return format!("{ready}/{total} models ready ({})", size(bytes));
+    }
+    let mut line = format!("{ready}/{total} ready");
+    let fetching: Vec<(&String, &ModelState)> =
+        models.iter().filter(|(_, m)| m.state == Phase::Fetching).collect();
+    if let Some((id, m)) = fetching.first() {
+        let _ = write!(line, " · fetching {id} {}/{} {}/s", size(m.bytes), size(m.size_bytes), size(m.rate));
+        if fetching.len() > 1 {
+            let _ = write!(line, " (+{} more)", fetching.len() - 1);
+        }
+    }
+    match failed.as_slice() {
+        [] if fetching.is_empty() => line.push_str(" · checking"),
+        [] => line.push_str(" · 0 failed"),
+        [(id, m)] => {
+            let _ = write!(line, " · 1 failed: {id} ({})", short_reason(m));
+        }
+        many => {
+            let ids: Vec<&str> = many.iter().map(|(id, _)| id.as_str()).collect();
+            let _ = write!(line, " · {} failed: {}", many.len(), ids.join(", "));
+        }
+    }
+    line
+}
+
+/// A few words for the status line: the kind of failure in plain terms.
+fn short_reason(m: &ModelState) -> &'static str {
+    let error = m.last_error.as_deref().unwrap_or_default();
+    if error.contains("checksum mismatch") {
+        "checksum mismatch"
+    } else if error.contains("size mismatch") || error.contains("sizeBytes") {
+        "size mismatch"
+    } else if error.contains("the index says") {
+        "upstream changed"
+    } else if error.contains("not enough space") || error.contains("disk is full") {
+        "disk full"
+    } else {
+        match m.error_kind.as_deref() {
+            Some("transient") => "retrying",
+            Some("local") => "disk error",
+            Some("integrity") => "wrong bytes",
+            _ => "see journal",
+        }
+    }
+}
+
+/// The Prometheus textfile: per-model readiness, bytes and failure.
+pub fn metrics(models: &BTreeMap<String, ModelState>) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, value: &dyn Fn(&ModelState) -> String| {
+        let _ = writeln!(out, "# HELP models_fetch_{name} {help}\n# TYPE models_fetch_{name} gauge");
+        for (id, m) in models {
+            let _ = writeln!(out, "models_fetch_{name}{{model=\"{id}\"}} {}", value(m));
+        }
+    };
+    family("model_ready", "1 when the model is published and verified.", &|m| {
+        u8::from(m.state == Phase::Ready).to_string()
+    });
+    family("model_failed", "1 when the last try to fetch the model failed.", &|m| {
+        u8::from(m.state == Phase::Failed).to_string()
+    });
+    family("model_bytes", "Bytes of the model's file on disk (so far, while fetching).", &|m| {
+        m.bytes.to_string()
+    });
+    family("model_size_bytes", "Size of the model's file per the index.", &|m| m.size_bytes.to_string());
+    let _ = writeln!(
+        out,
+        "# HELP models_fetch_last_update_timestamp_seconds When this file was written.\n# TYPE models_fetch_last_update_timestamp_seconds gauge\nmodels_fetch_last_update_timestamp_seconds {}",
+        unix_now()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(state: Phase, bytes: u64, size: u64) -> ModelState {
+        ModelState {
+            state,
+            sha256: "a".repeat(64),
+            size_bytes: size,
+            bytes,
+            rate: 210 << 20,
+            path: PathBuf::from("/var/lib/models/x/x.bin"),
+            last_error: None,
+            error_kind: None,
+            updated_at: 0,
+            ready_at: None,
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn status_lines_read_like_the_examples() {
+        let gib = 1u64 << 30;
+        let mut models = BTreeMap::new();
+        models.insert("ajna-insight-v2".to_owned(), model(Phase::Fetching, gib + gib / 5, 4 * gib));
+        models.insert("anahata-heart-v1".to_owned(), model(Phase::Ready, gib, gib));
+        models.insert("muladhara-foundation-v1".to_owned(), model(Phase::Ready, gib, gib));
+        assert_eq!(
+            status_line(&models),
+            "2/3 ready · fetching ajna-insight-v2 1.2 GiB/4.0 GiB 210.0 MiB/s · 0 failed"
+        );
+
+        let failed = models.get_mut("ajna-insight-v2").unwrap();
+        failed.state = Phase::Failed;
+        failed.error_kind = Some("integrity".into());
+        failed.last_error = Some("checksum mismatch: expected sha256 a, got b".into());
+        assert_eq!(status_line(&models), "2/3 ready · 1 failed: ajna-insight-v2 (checksum mismatch)");
+
+        models.get_mut("ajna-insight-v2").unwrap().state = Phase::Ready;
+        assert_eq!(status_line(&models), "3/3 models ready (6.0 GiB)");
+    }
+
+    #[test]
+    fn metrics_have_a_line_per_model() {
+        let mut models = BTreeMap::new();
+        models.insert("m1".to_owned(), model(Phase::Ready, 5, 5));
+        let text = metrics(&models);
+        assert!(text.contains("models_fetch_model_ready{model=\"m1\"} 1\n"), "{text}");
+        assert!(text.contains("models_fetch_model_size_bytes{model=\"m1\"} 5\n"), "{text}");
+        assert!(text.contains("# TYPE models_fetch_model_failed gauge"), "{text}");
+    }
+
+    #[test]
+    fn transient_failures_are_not_final() {
+        let mut m = model(Phase::Failed, 0, 5);
+        m.error_kind = Some("transient".into());
+        assert!(!m.failed_for_good());
+        m.error_kind = Some("permanent".into());
+        assert!(m.failed_for_good());
+    }
+}
