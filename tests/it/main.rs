@@ -2,6 +2,7 @@
 //! `models-fetch` executable.
 
 mod config;
+mod e2e;
 mod entry;
 mod faults;
 mod origin;
