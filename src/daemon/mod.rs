@@ -103,6 +103,25 @@ impl Reporter for Shared {
     fn finished(&self, _item: &Item, _outcome: &Outcome) {}
 }
 
+/// What every model task takes from the current generation; replaced on reload, which also
+/// wakes every waiting task (a failed model is retried at once, with the new token and
+/// settings; a ready one is re-checked from disk).
+struct TaskSettings {
+    engine: Arc<Engine>,
+    recheck: Duration,
+    rehash: Option<Duration>,
+}
+
+impl TaskSettings {
+    fn of(generation: &Generation) -> Arc<Self> {
+        Arc::new(Self {
+            engine: generation.engine.clone(),
+            recheck: generation.config.recheck_interval,
+            rehash: generation.config.rehash_interval.filter(|_| generation.config.verify_checksums),
+        })
+    }
+}
+
 /// A running model task and what it was started for.
 struct Task {
     item: Item,
@@ -137,8 +156,9 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut semaphore = Arc::new(Semaphore::new(generation.config.max_parallel_models));
+    let (settings, _) = tokio::sync::watch::channel(TaskSettings::of(&generation));
     let mut tasks: HashMap<String, Task> = HashMap::new();
-    spawn_missing(&mut tasks, &generation, &shared, &semaphore);
+    spawn_missing(&mut tasks, &generation, &shared, &semaphore, &settings);
     let mut last_written: Option<(String, BTreeMap<String, ModelState>)> = None;
 
     loop {
@@ -171,7 +191,8 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
                         }
                         apply(&mut tasks, &next, &shared, &layout);
                         generation = next;
-                        spawn_missing(&mut tasks, &generation, &shared, &semaphore);
+                        settings.send_replace(TaskSettings::of(&generation));
+                        spawn_missing(&mut tasks, &generation, &shared, &semaphore, &settings);
                         let status = status_line(&shared.models.lock().expect("models lock"));
                         tracing::info!(models = generation.items.len(), "reloaded: {status}");
                         notifier.ready(&status);
@@ -246,38 +267,33 @@ fn spawn_missing(
     generation: &Generation,
     shared: &Arc<Shared>,
     semaphore: &Arc<Semaphore>,
+    settings: &tokio::sync::watch::Sender<Arc<TaskSettings>>,
 ) {
     for item in &generation.items {
         if tasks.contains_key(item.id.as_str()) {
             continue;
         }
-        let handle = tokio::spawn(model_task(
-            generation.engine.clone(),
-            item.clone(),
-            shared.clone(),
-            semaphore.clone(),
-            generation.config.recheck_interval,
-            generation.config.rehash_interval.filter(|_| generation.config.verify_checksums),
-        ));
+        let handle =
+            tokio::spawn(model_task(item.clone(), shared.clone(), semaphore.clone(), settings.subscribe()));
         tasks.insert(item.id.to_string(), Task { item: item.clone(), handle });
     }
 }
 
 /// One model, forever: bring it to published; then re-check every `recheck`; on a transient
-/// failure retry sooner (doubling from 30 s, at most `recheck`); on any other failure wait for
-/// the next re-check (or a reload) rather than loop.
+/// failure retry sooner (doubling from 1 min, at most `recheck`); on any other failure wait for
+/// the next re-check or a reload rather than loop. Each pass uses the current settings.
 async fn model_task(
-    engine: Arc<Engine>,
     item: Item,
     shared: Arc<Shared>,
     semaphore: Arc<Semaphore>,
-    recheck: Duration,
-    rehash: Option<Duration>,
+    mut settings: tokio::sync::watch::Receiver<Arc<TaskSettings>>,
 ) {
     let id = item.id.to_string();
     let mut transient_failures = 0u32;
     let mut last_rehash = Instant::now();
     loop {
+        let current = settings.borrow_and_update().clone();
+        let (engine, recheck) = (&current.engine, current.recheck);
         let outcome = {
             let Ok(_permit) = semaphore.acquire().await else { return };
             engine.bring(&item).await
@@ -314,13 +330,22 @@ async fn model_task(
                 wait
             }
         };
-        tokio::time::sleep(wait).await;
-        if let Some(every) = rehash
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                transient_failures = 0;
+                continue;
+            }
+        }
+        if let Some(every) = current.rehash
             && outcome.is_published()
             && last_rehash.elapsed() >= every
         {
             last_rehash = Instant::now();
-            rehash_one(&engine, &item).await;
+            rehash_one(engine, &item).await;
         }
     }
 }

@@ -2,9 +2,11 @@
 //! `models-fetch` executable.
 
 mod config;
+mod daemon;
 mod e2e;
 mod entry;
 mod faults;
+mod journal;
 mod origin;
 mod sync;
 mod util;
