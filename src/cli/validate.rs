@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Failure, Status};
-use crate::index::{Index, IndexError};
+use crate::index::{Index, IndexError, count};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -24,7 +24,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
             for problem in &problems {
                 println!("{problem}");
             }
-            println!("{} invalid: {} problems", path.display(), problems.len());
+            println!("{} invalid: {}", path.display(), count(problems.len(), "problem"));
             return Ok(Status::Invalid);
         }
         Err(e @ (IndexError::Syntax { .. } | IndexError::TooLarge { .. })) => {
@@ -50,10 +50,20 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     }
     let models = index.entries.len();
     if args.deny_stubs && stub_entries > 0 {
-        println!("{} invalid: {stub_entries} stub entries of {models} models", path.display());
+        println!(
+            "{} invalid: {} of {}",
+            path.display(),
+            count(stub_entries, "stub entry"),
+            count(models, "model")
+        );
         return Ok(Status::Invalid);
     }
     let note = if stub_entries > 0 { " (stub entries are never deployed)" } else { "" };
-    println!("{} valid: {models} models, {stub_entries} stub entries{note}", path.display());
+    println!(
+        "{} valid: {}, {}{note}",
+        path.display(),
+        count(models, "model"),
+        count(stub_entries, "stub entry")
+    );
     Ok(Status::Success)
 }

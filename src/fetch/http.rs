@@ -44,25 +44,29 @@ impl Http {
     pub fn new(config: &Config, token: Result<Option<Token>, TokenError>) -> Result<Self, String> {
         // reqwest is built without a default crypto provider; ring is the one compiled in.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.stall_timeout)
-            .user_agent(concat!("models-fetch/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(8);
-        if let Some(proxy) = &config.proxy {
-            let proxy = reqwest::Proxy::all(proxy.as_str())
-                .map_err(|e| format!("proxy: {}", e.without_url()))?
-                .no_proxy(reqwest::NoProxy::from_env());
-            builder = builder.proxy(proxy);
-        }
-        if let Some(ca_file) = &config.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder.build().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let extra = match &config.ca_file {
+            Some(ca_file) => {
+                let pem =
+                    std::fs::read(ca_file).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?
+            }
+            None => Vec::new(),
+        };
+        let client = match builder(config, extra.clone(), false)?.build() {
+            Ok(client) => client,
+            Err(e) => {
+                // No usable system roots (a minimal system without ca-certificates): http and
+                // file:// origins must still work, and https ones fail with a clear error.
+                tracing::warn!(
+                    "no system CA certificates can be loaded ({}); only ca_file is trusted for https",
+                    describe(&e)
+                );
+                builder(config, extra, true)?
+                    .build()
+                    .map_err(|e| format!("cannot set up HTTP: {}", describe(&e)))?
+            }
+        };
         let endpoint = Url::parse(&config.endpoint).map_err(|e| format!("endpoint: {e}"))?;
         Ok(Self { client, token, endpoint, stall_timeout: config.stall_timeout })
     }
@@ -216,6 +220,27 @@ impl Http {
             Ok(Ok(chunk)) => Ok(chunk),
         }
     }
+}
+
+/// The client's settings; `only_extra` trusts only `extra` (no system roots).
+fn builder(
+    config: &Config,
+    extra: Vec<reqwest::Certificate>,
+    only_extra: bool,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.stall_timeout)
+        .user_agent(concat!("models-fetch/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(8);
+    if let Some(proxy) = &config.proxy {
+        let proxy = reqwest::Proxy::all(proxy.as_str())
+            .map_err(|e| format!("proxy: {}", describe(&e)))?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    Ok(if only_extra { builder.tls_certs_only(extra) } else { builder.tls_certs_merge(extra) })
 }
 
 /// `W/"abc"` -> `abc`.

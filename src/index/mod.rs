@@ -70,8 +70,17 @@ pub enum IndexError {
     TooLarge { path: PathBuf, size: u64 },
     #[error("{}:{line}:{column}: not valid JSON: {message}", path.display())]
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("{} is not a valid index ({} problems):\n{}", path.display(), problems.len(), list(problems))]
+    #[error("{} is not a valid index ({}):\n{}", path.display(), count(problems.len(), "problem"), list(problems))]
     Invalid { path: PathBuf, problems: Vec<Located> },
+}
+
+/// `1 problem`, `2 problems`.
+pub fn count(n: usize, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
 }
 
 fn list(problems: &[Located]) -> String {
