@@ -75,6 +75,16 @@ pub struct Config {
     /// How many models are fetched at the same time.
     #[serde(default = "default_max_parallel_models")]
     pub max_parallel_models: usize,
+    /// Connections used for one large file (parallel ranged requests, 32 MiB chunks); 1 streams
+    /// every file over one connection.
+    #[serde(default = "default_connections_per_file")]
+    pub connections_per_file: usize,
+    /// Chunk size of a parallel download (`32MiB`); files under two chunks use one connection.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: bytesize::ByteSize,
+    /// Requests in flight to one host at most, over all files (the Hub throttles above ~8).
+    #[serde(default = "default_max_connections_per_host")]
+    pub max_connections_per_host: usize,
     /// `run`: how often every model is checked again (stamps, links; failed models retried).
     #[serde(default = "default_recheck_interval", with = "humantime_serde")]
     pub recheck_interval: Duration,
@@ -86,6 +96,18 @@ pub struct Config {
     /// per-model state and bytes.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
+}
+
+fn default_connections_per_file() -> usize {
+    4
+}
+
+fn default_chunk_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(32)
+}
+
+fn default_max_connections_per_host() -> usize {
+    8
 }
 
 fn default_recheck_interval() -> Duration {
@@ -173,8 +195,17 @@ impl Config {
             check_url(proxy, &["http", "https", "socks5", "socks5h"])
                 .map_err(|reason| invalid("proxy", reason))?;
         }
-        if config.max_parallel_models == 0 {
-            return Err(invalid("max_parallel_models", "must be at least 1".to_owned()));
+        for (key, value) in [
+            ("max_parallel_models", config.max_parallel_models),
+            ("connections_per_file", config.connections_per_file),
+            ("max_connections_per_host", config.max_connections_per_host),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".to_owned()));
+            }
+        }
+        if config.chunk_size < bytesize::ByteSize::kib(64) {
+            return Err(invalid("chunk_size", "must be at least 64KiB".to_owned()));
         }
         if config.recheck_interval < Duration::from_secs(1)
             || config.rehash_interval.is_some_and(|d| d < Duration::from_secs(1))

@@ -35,6 +35,12 @@ pub struct Http {
     token: Result<Option<Token>, TokenError>,
     endpoint: Url,
     pub stall_timeout: Duration,
+    /// Connections for one large file.
+    pub connections_per_file: usize,
+    /// Chunk size of a parallel download; files under two chunks stream over one connection.
+    pub chunk_size: u64,
+    max_per_host: usize,
+    hosts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Http {
@@ -68,7 +74,29 @@ impl Http {
             }
         };
         let endpoint = Url::parse(&config.endpoint).map_err(|e| format!("endpoint: {e}"))?;
-        Ok(Self { client, token, endpoint, stall_timeout: config.stall_timeout })
+        Ok(Self {
+            client,
+            token,
+            endpoint,
+            stall_timeout: config.stall_timeout,
+            connections_per_file: config.connections_per_file,
+            chunk_size: config.chunk_size.as_u64(),
+            max_per_host: config.max_connections_per_host,
+            hosts: std::sync::Mutex::default(),
+        })
+    }
+
+    /// A place among the requests in flight to `url`'s host (at most `max_connections_per_host`).
+    pub async fn host_permit(&self, url: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let host = Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        let semaphore = self
+            .hosts
+            .lock()
+            .expect("hosts lock")
+            .entry(host)
+            .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_per_host)))
+            .clone();
+        semaphore.acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// The `Authorization` value for `url`: only on the endpoint's own origin (scheme, host and
@@ -93,7 +121,7 @@ impl Http {
         &self,
         method: Method,
         start: &str,
-        range_from: u64,
+        range: Option<&str>,
         stop_at_other_origin: bool,
     ) -> Result<(Url, Response), FetchError> {
         let mut url = Url::parse(start)
@@ -104,8 +132,8 @@ impl Http {
             if let Some(auth) = self.auth_for(&url) {
                 request = request.header(header::AUTHORIZATION, auth);
             }
-            if range_from > 0 {
-                request = request.header(header::RANGE, format!("bytes={range_from}-"));
+            if let Some(range) = range {
+                request = request.header(header::RANGE, range);
             }
             let response = tokio::time::timeout(self.stall_timeout, request.send())
                 .await
@@ -144,7 +172,7 @@ impl Http {
 
     /// `HEAD` of a Hub resolve URL: commit, etag, size and where the bytes are.
     pub async fn resolve(&self, resolve_url: &str) -> Result<Resolved, FetchError> {
-        let (url, response) = self.send(Method::HEAD, resolve_url, 0, true).await?;
+        let (url, response) = self.send(Method::HEAD, resolve_url, None, true).await?;
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
             let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
@@ -177,12 +205,23 @@ impl Http {
     /// `GET` of the bytes from `range_from` on. Returns the response when it is 200 or 206; the
     /// caller checks which one and the `Content-Range`.
     pub async fn get(&self, url: &str, range_from: u64) -> Result<Response, FetchError> {
-        let (final_url, response) = self.send(Method::GET, url, range_from, false).await?;
+        let range = (range_from > 0).then(|| format!("bytes={range_from}-"));
+        self.get_with(url, range.as_deref()).await
+    }
+
+    /// `GET` of the bytes `start..=end` (one chunk of a parallel download). The caller checks
+    /// for 206 and the exact `Content-Range`.
+    pub async fn get_range(&self, url: &str, start: u64, end: u64) -> Result<Response, FetchError> {
+        self.get_with(url, Some(&format!("bytes={start}-{end}"))).await
+    }
+
+    async fn get_with(&self, url: &str, range: Option<&str>) -> Result<Response, FetchError> {
+        let (final_url, response) = self.send(Method::GET, url, range, false).await?;
         let status = response.status();
         if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
             return Ok(response);
         }
-        if status == StatusCode::RANGE_NOT_SATISFIABLE && range_from > 0 {
+        if status == StatusCode::RANGE_NOT_SATISFIABLE && range.is_some() {
             let mut error =
                 FetchError::transient(format!("{}: 416 Range Not Satisfiable", redact(final_url.as_str())));
             error.range_not_satisfiable = true;
@@ -310,6 +349,14 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Checks a 206 answer's `Content-Range: bytes N-(size-1)/size`.
 pub fn content_range_matches(value: Option<&HeaderValue>, from: u64, size: u64) -> bool {
+    content_range_is(value, from, size.saturating_sub(1), size)
+}
+
+/// Checks a 206 answer's `Content-Range: bytes start-end/size` exactly.
+pub fn content_range_is(value: Option<&HeaderValue>, start: u64, end: u64, size: u64) -> bool {
+    if size == 0 {
+        return false;
+    }
     let Some(value) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -319,12 +366,12 @@ pub fn content_range_matches(value: Option<&HeaderValue>, from: u64, size: u64) 
     let Some((range, total)) = rest.split_once('/') else {
         return false;
     };
-    let Some((start, end)) = range.split_once('-') else {
+    let Some((first, last)) = range.split_once('-') else {
         return false;
     };
     let parse = |s: &str| s.trim().parse::<u64>().ok();
-    parse(start) == Some(from)
-        && parse(end) == size.checked_sub(1)
+    parse(first) == Some(start)
+        && parse(last) == Some(end)
         && (total.trim() == "*" || parse(total) == Some(size))
 }
 

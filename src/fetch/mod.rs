@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod http;
+pub mod ranges;
 pub mod retry;
 
 use std::path::{Path, PathBuf};
@@ -124,11 +125,7 @@ fn round_ms(d: std::time::Duration) -> std::time::Duration {
 }
 
 fn remove_partial(partial: &Path) {
-    if let Err(e) = std::fs::remove_file(partial)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(partial = %partial.display(), "cannot remove the partial file: {e}");
-    }
+    ranges::remove(partial);
 }
 
 /// One try at one origin.
@@ -171,6 +168,24 @@ impl Attempt<'_> {
     }
 
     async fn download(&mut self, url: &str) -> Result<(), FetchError> {
+        let sidecar = ranges::sidecar_path(self.partial).exists();
+        if self.http.connections_per_file > 1 && self.expected.size >= 2 * self.http.chunk_size {
+            let transferred = std::sync::atomic::AtomicU64::new(0);
+            let ended =
+                ranges::download(self.http, url, self.partial, self.expected, self.progress, &transferred)
+                    .await;
+            self.transferred += transferred.load(std::sync::atomic::Ordering::Relaxed);
+            self.resumed |= sidecar;
+            match ended? {
+                ranges::Ended::Done(written) => return verify::check(&written, self.expected),
+                ranges::Ended::NoRanges => {
+                    tracing::info!(url = %redact(url), "the server ignores Range; one stream instead");
+                }
+            }
+        } else if sidecar {
+            // A parallel download's partial is whole-size with holes: not a stream prefix.
+            ranges::remove(self.partial);
+        }
         let mut from = self.resume_point();
         if from > 0 && from == self.expected.size {
             // Complete already (a crash between the last byte and the rename): verify it.
