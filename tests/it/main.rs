@@ -7,6 +7,7 @@ mod e2e;
 mod entry;
 mod faults;
 mod journal;
+mod nix;
 mod origin;
 mod sync;
 mod util;

@@ -1,0 +1,280 @@
+# The NixOS module `services.models`: the options, and their wiring into NixOS. Every value it
+# deploys (the daemon's config file, the unit, the consumers' settings, the assertions) is
+# computed by nix/lib.nix, plain Nix that CI evaluates for real (tests/nix/, tests/it/nix.rs);
+# nixpkgs' module system cannot run there. nix/README-section.md describes its use.
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption types literalExpression;
+  cfg = config.services.models;
+  mf = import ./nix/lib.nix;
+  inherit (mf) defaults;
+
+  exe = lib.getExe cfg.package;
+
+  # The index the assertions read, copied into the store: the service reads exactly that
+  # file, even when indexPath names a file outside the store.
+  indexFile = pkgs.writeText "models-index.json" (builtins.readFile cfg.indexPath);
+
+  # The option values as nix/lib.nix takes them.
+  values = {
+    inherit (cfg) indexPath deployedModels chakraModels modelStorePath verifyChecksums mirrors
+      user group settings;
+    huggingFace = { inherit (cfg.huggingFace) enable cacheDir tokenFile endpoint; };
+    consumers = lib.mapAttrs (_: c: { inherit (c) models timeoutSec; }) cfg.consumers;
+  };
+  # indexInConfig: the index path the config file names.
+  evaluate = indexInConfig: mf.evaluate {
+    cfg = values;
+    inherit exe;
+    indexFile = indexInConfig;
+    kill = "${pkgs.coreutils}/bin/kill";
+  };
+  # The service names the index at its stable /etc path; a config change then only changes
+  # the /etc links and reloads the service (reloadTriggers), downloads go on.
+  evaluated = evaluate "/etc/models-fetch/index.json";
+
+  # The daemon's config file is rendered by nix/lib.nix's own TOML renderer, not by
+  # (pkgs.formats.toml { }).generate: the pure renderer is what CI can evaluate, so the tests
+  # hand the daemon (`models-fetch plan`) the very text deployed here. The `settings` option
+  # still has the TOML format's type.
+  configText = evaluated.toml;
+  canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
+  # With checkConfig, the daemon checks the file at build time against the same index in the
+  # store: a schema error in the index or a typo in `settings` fails the build, not the service.
+  configFile =
+    if cfg.checkConfig && canRun then
+      pkgs.runCommand "models-fetch.toml"
+        {
+          inherit configText;
+          checkText = (evaluate "${indexFile}").toml;
+          passAsFile = [ "configText" "checkText" ];
+        } ''
+        MODELS_FETCH_LOG=warn ${exe} --log stderr plan --config "$checkTextPath" >/dev/null
+        cp "$configTextPath" "$out"
+      ''
+    else pkgs.writeText "models-fetch.toml" configText;
+
+  consumerModule = {
+    options = {
+      models = mkOption {
+        type = types.listOf types.str;
+        default = mf.consumerDefaults.models;
+        example = [ "ajna-insight-v2" ];
+        description = ''
+          Model ids the service needs before it starts; `[ ]` waits for every deployed model.
+          Each must be deployed (deployedModels or chakraModels).
+        '';
+      };
+      timeoutSec = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = mf.consumerDefaults.timeoutSec;
+        description = ''
+          How long the service's start waits for its models before it fails (exit 75);
+          `null` waits for ever. The service's TimeoutStartSec= defaults to this plus 90 s.
+        '';
+      };
+    };
+  };
+in
+{
+  options.services.models = {
+    enable = lib.mkEnableOption ''
+      the model index (/etc/models-fetch/index.json and the INIXOS_MODEL_* variables); with
+      huggingFace.enable, models-fetch.service fetches, verifies and publishes the listed models
+    '';
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./nix/package.nix { };
+      defaultText = literalExpression "pkgs.callPackage ./nix/package.nix { } (the flake's module: its packages.default)";
+      description = "The models-fetch package.";
+    };
+
+    indexPath = mkOption {
+      type = types.path;
+      default = defaults.indexPath;
+      defaultText = literalExpression "./nix/index.json";
+      description = ''
+        The model index (JSON, checked against nix/schema.json). Read at evaluation time for
+        the assertions and copied into the store.
+      '';
+    };
+
+    huggingFace = {
+      enable = mkOption {
+        type = types.bool;
+        default = defaults.huggingFace.enable;
+        description = ''
+          Run models-fetch.service, which fetches every listed model from the Hugging Face Hub
+          (or its entry's downloadUrl, or a mirror), verifies its sha256 and size against the
+          index, and publishes it under modelStorePath.
+        '';
+      };
+      cacheDir = mkOption {
+        type = types.path;
+        default = defaults.huggingFace.cacheDir;
+        description = ''
+          The download cache, in the Hugging Face Hub cache layout (HF_HUB_CACHE for consumers).
+          Keep it inside modelStorePath: its blobs are the published files.
+        '';
+      };
+      tokenFile = mkOption {
+        type = types.nullOr types.path;
+        default = defaults.huggingFace.tokenFile;
+        example = "/run/secrets/hf-token";
+        description = ''
+          A file holding the Hub token, for private repositories; outside the Nix store (the
+          store is world-readable). systemd passes it to the service with LoadCredential=; it
+          never enters the config file, the environment or a command line. The file must exist
+          when the service starts.
+        '';
+      };
+      endpoint = mkOption {
+        type = types.str;
+        default = defaults.huggingFace.endpoint;
+        example = "https://hf-mirror.example.org";
+        description = "The Hub endpoint (as HF_ENDPOINT); public-Hub downloadUrls follow it.";
+      };
+    };
+
+    deployedModels = mkOption {
+      type = types.listOf types.str;
+      default = defaults.deployedModels;
+      example = [ "anahata-heart-v1" ];
+      description = "Model ids (from the index) to deploy.";
+    };
+
+    chakraModels = mkOption {
+      type = types.attrsOf (types.listOf types.str);
+      default = defaults.chakraModels;
+      example = { ajna = [ "ajna-insight-v2" ]; };
+      description = ''
+        Model ids to deploy, grouped by chakra (the schema's chakra names); each must be
+        listed under its own entry's chakra. Published also as
+        modelStorePath/by-chakra/<chakra>/<id>.
+      '';
+    };
+
+    modelStorePath = mkOption {
+      type = types.path;
+      default = defaults.modelStorePath;
+      description = ''
+        Where the models are published: modelStorePath/<id>/<filename>. Below /var/lib it is
+        the service's StateDirectory=; anywhere else it needs a static `user`.
+      '';
+    };
+
+    verifyChecksums = mkOption {
+      type = types.bool;
+      default = defaults.verifyChecksums;
+      description = ''
+        Re-hash files found in the cache that models-fetch did not verify itself before using
+        them; `false` trusts them by size. Downloads are always verified.
+      '';
+    };
+
+    mirrors = mkOption {
+      type = types.listOf types.str;
+      default = defaults.mirrors;
+      example = [ "https://models.example.org/by-sha256" ];
+      description = "Content-addressed mirrors (`{base}/{sha256}`), tried after the model's own source.";
+    };
+
+    user = mkOption {
+      type = types.nullOr types.str;
+      default = defaults.user;
+      description = ''
+        A static user for the service (created when missing); `null` runs it with
+        DynamicUser=, its files in /var/lib/private and readable through `consumers`.
+      '';
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = defaults.group;
+      description = ''
+        The group that owns the published files (0640, directories 0750); created by the
+        module. Services that read models join it (`consumers` does that).
+      '';
+    };
+
+    settings = mkOption {
+      type = (pkgs.formats.toml { }).type;
+      default = defaults.settings;
+      example = { max_parallel_models = 4; stall_timeout = "1m"; rehash_interval = "7d"; };
+      description = ''
+        Further keys of the daemon's config file (README.md, "The config file"), merged over
+        the ones the options above set. Never `token_file`: use huggingFace.tokenFile.
+      '';
+    };
+
+    checkConfig = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Check the config file and the index with `models-fetch plan` at build time (skipped
+        when the build platform cannot run the host's binary).
+      '';
+    };
+
+    consumers = mkOption {
+      type = types.attrsOf (types.submodule consumerModule);
+      default = defaults.consumers;
+      example = literalExpression ''{ llm-server.models = [ "ajna-insight-v2" ]; }'';
+      description = ''
+        systemd services that read models: each waits for models-fetch.service and its
+        models (`models-fetch wait` in ExecStartPre), joins `group`, sees the models
+        read-only even with DynamicUser=, and gets INIXOS_MODEL_*, HF_HUB_CACHE and
+        HF_HUB_OFFLINE=1.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = evaluated.assertions ++ lib.mapAttrsToList
+        (name: _: {
+          assertion = (config.systemd.services.${name} or { serviceConfig = { }; }).serviceConfig ? ExecStart;
+          message = "services.models.consumers.${name}: systemd.services.${name} runs nothing (no script or ExecStart); name an existing service.";
+        })
+        cfg.consumers;
+      environment.variables = evaluated.environment;
+      environment.etc."models-fetch/index.json".source = indexFile;
+      users.groups.${cfg.group} = { };
+    }
+
+    (lib.mkIf cfg.huggingFace.enable {
+      # `models-fetch status` and `wait` read it by default.
+      environment.etc."models-fetch/config.toml".source = configFile;
+      environment.systemPackages = [ cfg.package ];
+
+      users.users = lib.optionalAttrs (cfg.user != null) {
+        ${cfg.user} = {
+          isSystemUser = lib.mkDefault true;
+          group = lib.mkDefault cfg.group;
+        };
+      };
+      systemd.tmpfiles.rules = evaluated.tmpfiles;
+
+      systemd.services = lib.mkMerge [
+        {
+          models-fetch = {
+            inherit (evaluated.unit) description wants after wantedBy unitConfig serviceConfig;
+            # SIGHUP, not a restart, when only the config or the index changed.
+            reloadTriggers = [ configFile indexFile ];
+          };
+        }
+        (lib.mapAttrs
+          (_: c: {
+            inherit (c) wants after environment;
+            serviceConfig = c.serviceConfig // {
+              # Before the service's own preStart, which may read the models.
+              ExecStartPre = lib.mkBefore c.serviceConfig.ExecStartPre;
+              TimeoutStartSec = lib.mkDefault c.timeoutStartSec;
+            };
+          })
+          evaluated.consumers)
+      ];
+    })
+  ]);
+}

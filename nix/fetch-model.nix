@@ -1,0 +1,44 @@
+# A model from the index as a fixed-output derivation: the file in the Nix store, fetched by
+# Nix and checked against the entry's sha256 (pkgs.fetchurl). For hosts that want models in
+# their closure instead of fetched at run time by models-fetch.service (nix/README-section.md
+# says when to use which).
+#
+#   fetchModel = pkgs.callPackage ./nix/fetch-model.nix { };
+#   model = fetchModel { id = "ajna-insight-v2"; indexPath = ./index.json; };
+#   # "${model}" is the file itself.
+#
+# The URL is the entry's downloadUrl, or the Hub resolve URL of artifact.repo/revision/path on
+# `endpoint`. A private repository needs credentials the build can read, which fetchurl only
+# takes from a netrc file (its netrcPhase / netrcImpureEnvVars arguments, passed through
+# here); a token never belongs in a derivation.
+{ fetchurl }:
+{ id
+, indexPath ? ./index.json
+, endpoint ? "https://huggingface.co"
+, ...
+}@args:
+let
+  mf = import ./lib.nix;
+  inherit (builtins) attrNames concatStringsSep filter fromJSON isString listToAttrs map readFile removeAttrs split;
+  indexName = toString indexPath;
+  entries = (fromJSON (readFile indexPath)).models or [ ];
+  byId = listToAttrs (map (e: { name = e.id; value = e; }) entries);
+  entry = byId.${id} or (throw
+    "fetch-model: Model '${id}' not found in index ${indexName} (known ids: ${concatStringsSep ", " (attrNames byId)})");
+  stubs = mf.stubFields entry;
+  url = mf.sourceUrl endpoint entry;
+  # A store path name: the file's base name, other characters as "-".
+  baseName = builtins.baseNameOf entry.artifact.filename;
+  name = concatStringsSep "-" (filter isString (split "[^A-Za-z0-9+._?=-]+" baseName));
+in
+if stubs != [ ] then
+  throw "fetch-model: Model '${id}' is a stub entry in ${indexName}; replace the placeholder values of: ${
+    concatStringsSep ", " (map (s: "${s.pointer} (${s.reason})") stubs)}"
+else if url == null then
+  throw "fetch-model: Model '${id}' has no source in ${indexName}: give its artifact a repo or a downloadUrl"
+else
+  fetchurl ((removeAttrs args [ "id" "indexPath" "endpoint" ]) // {
+    inherit url name;
+    inherit (entry.artifact) sha256;
+    passthru = { inherit entry; };
+  })

@@ -1,0 +1,442 @@
+# The logic of the NixOS module (`services.models`), in plain Nix that needs only `builtins`.
+#
+# module.nix declares the options and passes their values to `evaluate`; everything the module
+# deploys (the daemon's config file, the unit, the consumer settings, the assertions) comes
+# from here. nixpkgs' `lib` is on no package registry, so CI cannot run the module system; it
+# can evaluate this file for real (`nix-instantiate --eval --strict --json`, tests/nix/).
+#
+# The chakra names are read from schema.json and the stub rules are those of
+# src/index/checks.rs, so the module refuses what `models-fetch plan` refuses, before a
+# switch instead of at the daemon's start.
+let
+  inherit (builtins)
+    attrNames
+    concatLists
+    concatStringsSep
+    elem
+    filter
+    foldl'
+    fromJSON
+    genList
+    isAttrs
+    isBool
+    isFloat
+    isInt
+    isList
+    isString
+    length
+    listToAttrs
+    mapAttrs
+    match
+    readFile
+    replaceStrings
+    stringLength
+    substring
+    typeOf
+    ;
+
+  schema = fromJSON (readFile ./schema.json);
+
+  # The chakra names, as the schema's enum lists them (never restated here).
+  chakras = schema.definitions.entry.properties.chakra.enum;
+
+  # --- small helpers (what nixpkgs' lib would give) ----------------------------------------
+  hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
+  removePrefix = prefix: s:
+    if hasPrefix prefix s then substring (stringLength prefix) (-1) s else s;
+  unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
+  concatMap = f: list: concatLists (map f list);
+  mapAttrsToList = f: attrs: map (name: f name attrs.${name}) (attrNames attrs);
+  optional = cond: x: if cond then [ x ] else [ ];
+  optionalAttrs = cond: attrs: if cond then attrs else { };
+  quoteList = ids: concatStringsSep ", " ids;
+  # Absolute path strings only: no empty, ".", ".." segments, no trailing "/".
+  normalPath = p: match "(/[^/]+)+" p != null && match ".*/\\.\\.?(/.*)?" p == null;
+
+  # --- the index ----------------------------------------------------------------------------
+  allZeroSha256 = "0000000000000000000000000000000000000000000000000000000000000000";
+
+  # Placeholder values of one entry, as src/index/checks.rs finds them: `{ pointer; reason; }`
+  # with pointers relative to the entry (`/artifact/sha256`).
+  stubFields = entry:
+    let
+      escape = replaceStrings [ "~" "/" ] [ "~0" "~1" ];
+      reasonOf = pointer: value:
+        if isString value && match ".*TODO-STUB.*" value != null then "contains TODO-STUB"
+        else if isString value && hasPrefix "STUB:" value then "starts with STUB:"
+        else if isString value && hasPrefix "REVISIT:" value then "starts with REVISIT:"
+        else if pointer == "/artifact/sizeBytes" && (isInt value || isFloat value) && value == 0 then "is 0"
+        else if pointer == "/artifact/sha256" && value == allZeroSha256 then "is all zeros"
+        else null;
+      walk = pointer: value:
+        let reason = reasonOf pointer value; in
+        if reason != null then [{ inherit pointer reason; }]
+        else if isAttrs value then concatMap (k: walk "${pointer}/${escape k}" value.${k}) (attrNames value)
+        else if isList value then concatLists (genList (i: walk "${pointer}/${toString i}" (builtins.elemAt value i)) (length value))
+        else [ ];
+    in
+    walk "" entry;
+
+  # `artifact.sha256 (is all zeros)`, as the daemon prints a stub field.
+  showStub = s: "${replaceStrings [ "/" ] [ "." ] (removePrefix "/" s.pointer)} (${s.reason})";
+
+  # Percent-encodes what a path segment of a resolve URL cannot hold as it is.
+  encodeSegment = replaceStrings [ "%" "/" " " "?" "#" ] [ "%25" "%2F" "%20" "%3F" "%23" ];
+
+  # The URL an entry's file is fetched from: `downloadUrl` as it is (a public-Hub resolve URL
+  # follows `endpoint`, as in the daemon), else the Hub resolve URL of `repo`; null without
+  # either.
+  sourceUrl = endpoint: entry:
+    let
+      a = entry.artifact or { };
+      publicHub = "https://huggingface.co/";
+      path = concatStringsSep "/" (map encodeSegment (filter isString (builtins.split "/" (a.path or a.filename))));
+    in
+    if a ? repo then "${endpoint}/${a.repo}/resolve/${encodeSegment (a.revision or "main")}/${path}"
+    else if a ? downloadUrl && hasPrefix publicHub a.downloadUrl && match "[^?#]*/resolve/[^?#]*" a.downloadUrl != null
+    then "${endpoint}/${removePrefix publicHub a.downloadUrl}"
+    else a.downloadUrl or null;
+
+  # --- TOML ---------------------------------------------------------------------------------
+  # Control characters as strings (fromJSON is the only way to write them in Nix; NUL cannot be
+  # in a Nix string at all), with the escape TOML wants for each.
+  hexDigits = [ "0" "1" "2" "3" "4" "5" "6" "7" "8" "9" "a" "b" "c" "d" "e" "f" ];
+  hex2 = n: builtins.elemAt hexDigits (n / 16) + builtins.elemAt hexDigits (n - n / 16 * 16);
+  controlCodes = genList (i: i + 1) 31 ++ [ 127 ];
+  shortEscapes = { "8" = "\\b"; "9" = "\\t"; "10" = "\\n"; "12" = "\\f"; "13" = "\\r"; };
+  escapeOf = n: shortEscapes.${toString n} or "\\u00${hex2 n}";
+
+  tomlString = s:
+    "\"" + replaceStrings
+      ([ "\\" "\"" ] ++ map (n: fromJSON "\"\\u00${hex2 n}\"") controlCodes)
+      ([ "\\\\" "\\\"" ] ++ map escapeOf controlCodes)
+      s + "\"";
+
+  tomlKey = k: if match "[A-Za-z0-9_-]+" k != null then k else tomlString k;
+
+  tomlValue = where: v:
+    if isBool v then (if v then "true" else "false")
+    else if isInt v || isFloat v then toString v
+    else if isString v then tomlString v
+    else if builtins.isPath v then tomlString (toString v)
+    else if isList v then "[" + concatStringsSep ", " (map (tomlValue where) v) + "]"
+    else throw "models-fetch TOML: ${where}: a ${typeOf v} cannot be rendered (strings, paths, booleans, numbers, lists of them, and one level of tables)";
+
+  # Renders an attrset as TOML: scalars and lists at the top, then one `[table]` per attrset
+  # value (its values scalars or lists). Null values are left out (TOML has no null), as are
+  # empty tables. Keys are sorted, so equal settings give an equal file.
+  toTOML = attrs:
+    let
+      present = filter (k: attrs.${k} != null) (attrNames attrs);
+      scalars = filter (k: !isAttrs attrs.${k}) present;
+      tables = filter (k: isAttrs attrs.${k} && attrs.${k} != { }) present;
+      line = where: k: v: "${tomlKey k} = ${tomlValue where v}\n";
+      table = name:
+        let t = attrs.${name}; in
+        "\n[${tomlKey name}]\n" + concatStringsSep "" (map
+          (k:
+            if isAttrs t.${k} then throw "models-fetch TOML: ${name}.${k}: tables nest one level only"
+            else line "${name}.${k}" k t.${k})
+          (filter (k: t.${k} != null) (attrNames t)));
+    in
+    concatStringsSep "" (map (k: line k k attrs.${k}) scalars) + concatStringsSep "" (map table tables);
+
+  # --- unit files ---------------------------------------------------------------------------
+  # Renders `unit` (as `evaluate` returns it) the way NixOS writes a service file: a list
+  # gives one line per element, a boolean `true`/`false`. Used by the tests, which compare it
+  # with packaging/models-fetch.service; on NixOS, systemd.services does the rendering.
+  renderUnit = unit:
+    let
+      value = v: if v == true then "true" else if v == false then "false" else toString v;
+      section = name: attrs:
+        "[${name}]\n" + concatStringsSep "" (concatLists (mapAttrsToList
+          (k: v: map (x: "${k}=${value x}\n") (if isList v then v else [ v ]))
+          attrs));
+    in
+    concatStringsSep "\n" [
+      (section "Unit" ({
+        Description = unit.description;
+        Wants = concatStringsSep " " unit.wants;
+        After = concatStringsSep " " unit.after;
+      } // unit.unitConfig))
+      (section "Service" unit.serviceConfig)
+      (section "Install" { WantedBy = concatStringsSep " " unit.wantedBy; })
+    ];
+
+  # --- the option defaults (module.nix declares its options with these) --------------------
+  defaults = {
+    enable = false;
+    indexPath = ./index.json;
+    huggingFace = {
+      enable = false;
+      cacheDir = "/var/lib/models/hf-cache";
+      tokenFile = null;
+      endpoint = "https://huggingface.co";
+    };
+    deployedModels = [ ];
+    chakraModels = { };
+    modelStorePath = "/var/lib/models";
+    verifyChecksums = true;
+    mirrors = [ ];
+    user = null;
+    group = "models";
+    settings = { };
+    consumers = { };
+  };
+  consumerDefaults = {
+    models = [ ];
+    timeoutSec = 1800;
+  };
+
+  # Option values with every unset one at its default (the module system does this on NixOS;
+  # the tests use it to write only what a case changes).
+  withDefaults = cfg:
+    defaults // cfg // {
+      huggingFace = defaults.huggingFace // (cfg.huggingFace or { });
+      consumers = mapAttrs (_: c: consumerDefaults // c) (cfg.consumers or { });
+    };
+
+  # --- everything the module deploys ---------------------------------------------------------
+  # cfg: the option values (paths as strings or Nix paths). The other arguments are paths that
+  # differ between a NixOS system and a test: the binary, kill, the config file ExecStart
+  # names (stable, so a config change reloads instead of restarting), and the index the config
+  # names.
+  evaluate =
+    { cfg
+    , exe
+    , kill
+    , configFile ? "/etc/models-fetch/config.toml"
+    , indexFile ? "/etc/models-fetch/index.json"
+    }:
+    let
+      indexName = toString cfg.indexPath;
+      index = fromJSON (readFile cfg.indexPath);
+      entries = filter (e: isAttrs e && e ? id) (index.models or [ ]);
+      byId = listToAttrs (map (e: { name = e.id; value = e; }) entries);
+      knownIds = attrNames byId;
+      store = toString cfg.modelStorePath;
+      cache = toString cfg.huggingFace.cacheDir;
+      tokenFile = if cfg.huggingFace.tokenFile == null then null else toString cfg.huggingFace.tokenFile;
+      dynamicUser = cfg.user == null;
+
+      # The daemon's settings: snake_case keys as src/config.rs reads them, the user's
+      # `settings` on top (tables merged one level). Never token_file: the token comes from
+      # LoadCredential, as $CREDENTIALS_DIRECTORY/hf-token.
+      base = {
+        index = indexFile;
+        cache_dir = cache;
+        store_dir = store;
+        endpoint = cfg.huggingFace.endpoint;
+        verify_checksums = cfg.verifyChecksums;
+        deployed_models = cfg.deployedModels;
+        chakra_models = cfg.chakraModels;
+        inherit (cfg) mirrors;
+      };
+      settings = base // mapAttrs
+        (k: v: if isAttrs v && isAttrs (base.${k} or null) then base.${k} // v else v)
+        cfg.settings;
+
+      # What is deployed is what the daemon reads: deployed_models united with every
+      # chakra_models list (settings included), first mention first.
+      listedIn = [{ where = "services.models.deployedModels"; ids = settings.deployed_models or [ ]; }]
+        ++ mapAttrsToList (c: ids: { where = "services.models.chakraModels.${c}"; inherit ids; }) (settings.chakra_models or { });
+      deploySet = unique (concatMap (l: l.ids) listedIn);
+
+      # Directories: below /var/lib they are StateDirectory= (with DynamicUser in
+      # /var/lib/private); anywhere else they need tmpfiles rules and ReadWritePaths=.
+      cacheInStore = hasPrefix "${store}/" cache;
+      dirs = [ store ] ++ optional (!cacheInStore) cache;
+      stateDirectories = map (removePrefix "/var/lib/") (filter (hasPrefix "/var/lib/") dirs);
+      customDirs = filter (d: !hasPrefix "/var/lib/" d) dirs;
+      # Names inside store_dir a model directory must not take (src/plan.rs: reserved_names).
+      reserved = [ "by-chakra" ] ++ optional cacheInStore (builtins.head (builtins.split "/" (removePrefix "${store}/" cache)));
+
+      anyListed = deploySet != [ ];
+      consumerNames = attrNames cfg.consumers;
+
+      check = cond: message: { assertion = cond; inherit message; };
+      known =
+        if knownIds == [ ] then "the index has no models"
+        else "known ids: ${quoteList knownIds}";
+      unknownModel = l: id: check (byId ? ${id})
+        "${l.where}: Model '${id}' not found in index ${indexName} (${known}). Fix the id, or add the model to the index.";
+      perModel = id:
+        let
+          e = byId.${id};
+          stubs = stubFields e;
+          a = e.artifact or { };
+        in
+        optional (byId ? ${id}) [
+          (check (stubs == [ ])
+            "services.models: Model '${id}' is a stub entry in ${indexName} and cannot be deployed; replace the placeholder values of: ${quoteList (map showStub stubs)}. `models-fetch entry FILE --id ${id} --index INDEX --write` writes the real sha256 and size.")
+          (check (a ? repo || a ? downloadUrl)
+            "services.models: Model '${id}' has no source in ${indexName}: give its artifact a `repo` (Hugging Face Hub \"org/name\") or a `downloadUrl`.")
+          (check (!elem id reserved)
+            "services.models: Model '${id}': the id names a folder models-fetch uses inside modelStorePath (${quoteList reserved}); rename the model in the index.")
+        ];
+
+      assertions =
+        concatMap (l: map (unknownModel l) l.ids) listedIn
+        ++ map
+          (c: check (elem c chakras)
+            "services.models.chakraModels.${c}: '${c}' is not a chakra (one of: ${quoteList chakras}); rename the key.")
+          (attrNames (settings.chakra_models or { }))
+        ++ concatLists (mapAttrsToList
+          (c: ids: map
+            (id: check (!(byId ? ${id}) || !(elem c chakras) || byId.${id}.chakra or null == c)
+              "services.models.chakraModels.${c}: Model '${id}' belongs to chakra '${byId.${id}.chakra or "?"}' in ${indexName}; move it to services.models.chakraModels.${byId.${id}.chakra or "?"}.")
+            ids)
+          (settings.chakra_models or { }))
+        ++ concatLists (concatMap perModel deploySet)
+        ++ [
+          (check (!anyListed || cfg.huggingFace.enable)
+            "services.models: models are listed (${quoteList deploySet}) but services.models.huggingFace.enable is false, so nothing would fetch them; set services.models.huggingFace.enable = true (it runs models-fetch.service).")
+          (check (anyListed || !cfg.huggingFace.enable)
+            "services.models: huggingFace.enable is set but no model is listed; add model ids to services.models.deployedModels or services.models.chakraModels (known ids: ${quoteList knownIds}).")
+          (check (tokenFile == null || !(hasPrefix "${builtins.storeDir}/" tokenFile || builtins.hasContext tokenFile))
+            "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" is inside ${builtins.storeDir}, which every user can read; keep the token in a file outside the store (root-only, e.g. from sops-nix or agenix) and set tokenFile to its path.")
+          (check (tokenFile == null || hasPrefix "/" tokenFile)
+            "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" must be an absolute path.")
+          (check (!(cfg.settings ? token_file))
+            "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead; the token is passed to the service with LoadCredential and never named in the config.")
+          (check (normalPath store)
+            "services.models.modelStorePath = \"${store}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
+          (check (normalPath cache)
+            "services.models.huggingFace.cacheDir = \"${cache}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
+          (check (!dynamicUser || customDirs == [ ])
+            "services.models: ${quoteList customDirs} lies outside /var/lib, where a DynamicUser service cannot own files safely; set services.models.user (a static user, created by the module) or keep modelStorePath and huggingFace.cacheDir under /var/lib.")
+        ]
+        ++ concatMap
+          (name:
+            let c = cfg.consumers.${name}; in
+            [
+              (check cfg.huggingFace.enable
+                "services.models.consumers.${name}: consumers wait for models-fetch.service; set services.models.huggingFace.enable = true.")
+              (check (name != "models-fetch")
+                "services.models.consumers.models-fetch: the daemon cannot be its own consumer.")
+            ] ++ map
+              (id: check (elem id deploySet)
+                "services.models.consumers.${name}.models: '${id}' is not deployed (deployed: ${quoteList deploySet}); add it to services.models.deployedModels or services.models.chakraModels.")
+              c.models)
+          consumerNames;
+
+      # The unit: setting for setting packaging/models-fetch.service, except paths and what
+      # depends on options (User/Group, LoadCredential only with a tokenFile, ReadWritePaths
+      # for directories outside /var/lib).
+      unit = {
+        description = "models-fetch: fetch, verify and publish machine-learning models";
+        wants = [ "network-online.target" ];
+        after = [ "network-online.target" ];
+        wantedBy = [ "multi-user.target" ];
+        unitConfig = {
+          StartLimitIntervalSec = "5min";
+          StartLimitBurst = 6;
+        };
+        serviceConfig = {
+          Type = "notify";
+          NotifyAccess = "main";
+          ExecStart = "${exe} run --config ${configFile}";
+          ExecReload = "${kill} -HUP $MAINPID";
+          WatchdogSec = "30s";
+          TimeoutStartSec = "30s";
+          TimeoutStopSec = "15s";
+          Restart = "on-failure";
+          RestartSec = "10s";
+          # 243: systemd could not load the credential (tokenFile missing).
+          RestartPreventExitStatus = "65 78 243";
+
+          Group = cfg.group;
+          StateDirectoryMode = "0750";
+          UMask = "0027";
+
+          CapabilityBoundingSet = "";
+          AmbientCapabilities = "";
+          NoNewPrivileges = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          DevicePolicy = "closed";
+          PrivateUsers = true;
+          PrivateIPC = true;
+          PrivateMounts = true;
+          RemoveIPC = true;
+          KeyringMode = "private";
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          ProtectClock = true;
+          ProtectControlGroups = true;
+          ProtectHostname = true;
+          ProtectKernelLogs = true;
+          ProtectKernelModules = true;
+          ProtectKernelTunables = true;
+          ProtectProc = "invisible";
+          ProcSubset = "pid";
+          RestrictAddressFamilies = "AF_INET AF_INET6 AF_UNIX";
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          SystemCallArchitectures = "native";
+          SystemCallFilter = [ "@system-service" "~@privileged @resources" ];
+          SystemCallErrorNumber = "EPERM";
+        }
+        // (if dynamicUser then { DynamicUser = true; } else { User = cfg.user; })
+        // optionalAttrs (stateDirectories != [ ]) { StateDirectory = stateDirectories; }
+        // optionalAttrs (customDirs != [ ]) { ReadWritePaths = customDirs; }
+        // optionalAttrs (tokenFile != null) { LoadCredential = [ "hf-token:${tokenFile}" ]; };
+      };
+
+      # Directories outside /var/lib, created for the static user (DynamicUser is refused there).
+      tmpfiles = map (d: "d ${d} 0750 ${toString cfg.user} ${cfg.group} - -") customDirs;
+
+      # For every user's shell (the seed's variables): where the index and the models are.
+      environment = {
+        INIXOS_MODEL_INDEX = indexFile;
+        INIXOS_MODEL_STORE = store;
+        INIXOS_MODEL_CACHE = cache;
+      };
+
+      # For consumer units: the same, plus the Hugging Face cache for huggingface_hub and
+      # transformers, offline (the files are there once `wait` returns).
+      consumerEnvironment = environment // {
+        HF_HUB_CACHE = cache;
+        HF_HUB_OFFLINE = "1";
+      };
+
+      consumers = mapAttrs
+        (_: c: {
+          wants = [ "models-fetch.service" ];
+          after = [ "models-fetch.service" ];
+          environment = consumerEnvironment;
+          serviceConfig = {
+            SupplementaryGroups = [ cfg.group ];
+            ExecStartPre = [
+              (concatStringsSep " " ([ exe "wait" "--config" configFile ]
+                ++ optional (c.timeoutSec != null) "--timeout ${toString c.timeoutSec}s"
+                ++ c.models))
+            ];
+          }
+          # A DynamicUser's StateDirectory lives in /var/lib/private (0700 root), which no
+          # other user can traverse, and /var/lib/models is a symlink into it. A bind mount
+          # onto that symlink would follow it, so, as systemd does for the service itself: an
+          # empty tmpfs on /var/lib/private, and the state directories bound into it read-only.
+          // optionalAttrs dynamicUser {
+            TemporaryFileSystem = [ "/var/lib/private" ];
+            BindReadOnlyPaths = map (d: "/var/lib/private/${d}") stateDirectories;
+          };
+          # The start job includes the wait: a default start timeout would cut it short.
+          timeoutStartSec = if c.timeoutSec == null then "infinity" else "${toString (c.timeoutSec + 90)}s";
+        })
+        cfg.consumers;
+    in
+    {
+      inherit index deploySet settings assertions unit tmpfiles environment consumerEnvironment
+        consumers stateDirectories customDirs dynamicUser;
+      toml = toTOML settings;
+      failedAssertions = map (a: a.message) (filter (a: !a.assertion) assertions);
+    };
+in
+{
+  inherit chakras defaults consumerDefaults withDefaults evaluate toTOML renderUnit stubFields
+    sourceUrl;
+}

@@ -1,0 +1,365 @@
+//! The NixOS module's side: every Nix file parses, deadnix and nixpkgs-fmt find nothing, the
+//! module's logic (`nix/lib.nix`) evaluated for real on the cases in `tests/nix/cases.nix`,
+//! the config file it renders read by the daemon itself, and its unit compared with
+//! `packaging/models-fetch.service` key by key and scored by `systemd-analyze security`.
+//!
+//! The tools are installed by `.ci/test`. Without them these tests fail with a hint, unless
+//! `MODELS_FETCH_SKIP_NIX=1` (nix-instantiate, deadnix, nixpkgs-fmt) or
+//! `MODELS_FETCH_SKIP_SYSTEMD_ANALYZE=1` is set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::util::{models_fetch, root, temp_dir, text, write};
+
+/// The Nix files CI checks: everything the NixOS side owns.
+const NIX_LINT_PATHS: [&str; 4] = ["module.nix", "flake.nix", "nix", "tests/nix"];
+
+/// A tool on PATH (or in cargo's bin directory), or `None` when `skip_var` is set; panics with
+/// a hint otherwise, so a missing tool never passes silently.
+fn tool(name: &str, skip_var: &str, install: &str) -> Option<PathBuf> {
+    if std::env::var_os(skip_var).is_some() {
+        eprintln!("{skip_var} set: checks needing {name} skipped");
+        return None;
+    }
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin"));
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(cargo_bin)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    assert!(
+        found.is_some(),
+        "{name} not found on PATH: {install} (.ci/test does), or set {skip_var}=1 to skip"
+    );
+    found
+}
+
+fn nix_instantiate() -> Option<PathBuf> {
+    tool("nix-instantiate", "MODELS_FETCH_SKIP_NIX", "apt-get install nix-bin")
+}
+
+/// `tests/nix/cases.nix`, evaluated once.
+fn cases() -> Option<&'static Value> {
+    static CASES: OnceLock<Value> = OnceLock::new();
+    let nix = nix_instantiate()?;
+    Some(CASES.get_or_init(|| {
+        let output = Command::new(nix)
+            .args(["--readonly-mode", "--eval", "--strict", "--json", "tests/nix/cases.nix"])
+            .current_dir(root())
+            .env("NIX_PATH", "")
+            .output()
+            .expect("nix-instantiate runs");
+        assert!(output.status.success(), "evaluating tests/nix/cases.nix failed:\n{}", text(&output));
+        serde_json::from_slice(&output.stdout).expect("nix-instantiate prints JSON")
+    }))
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {value}"))
+}
+
+/// Every `.nix` file of the repository (not target/ or the tools' folders).
+fn nix_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                if !name.starts_with('.') && !matches!(name.as_str(), "target" | "node_modules" | "venv") {
+                    walk(&path, found);
+                }
+            } else if name.ends_with(".nix") {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(root(), &mut found);
+    found.sort();
+    found
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let Some(nix) = nix_instantiate() else { return };
+    let files = nix_files();
+    for required in ["module.nix", "flake.nix", "nix/lib.nix", "nix/package.nix", "nix/tests/vm.nix"] {
+        assert!(files.contains(&root().join(required)), "{required} is missing");
+    }
+    // One file at a time, so an error names its file. `--parse` also catches an undefined
+    // variable (the module uses no `with`, so every name is checked).
+    for file in files {
+        let output = Command::new(&nix).arg("--parse").arg(&file).output().expect("nix-instantiate runs");
+        assert!(output.status.success(), "{} does not parse:\n{}", file.display(), text(&output));
+    }
+}
+
+#[test]
+fn deadnix_finds_no_unused_code() {
+    let Some(deadnix) = tool("deadnix", "MODELS_FETCH_SKIP_NIX", "cargo install --locked deadnix@1.3.1")
+    else {
+        return;
+    };
+    let output =
+        Command::new(deadnix).arg("--fail").args(NIX_LINT_PATHS).current_dir(root()).output().unwrap();
+    assert!(output.status.success(), "deadnix --fail:\n{}", text(&output));
+}
+
+#[test]
+fn nixpkgs_fmt_finds_nothing_to_change() {
+    let Some(fmt) = tool("nixpkgs-fmt", "MODELS_FETCH_SKIP_NIX", "cargo install --locked nixpkgs-fmt@1.3.0")
+    else {
+        return;
+    };
+    // nixpkgs-fmt exits 0 on a syntax error: every_nix_file_parses covers that.
+    let output = Command::new(fmt).arg("--check").args(NIX_LINT_PATHS).current_dir(root()).output().unwrap();
+    assert!(output.status.success(), "nixpkgs-fmt --check (run `nixpkgs-fmt` on these):\n{}", text(&output));
+}
+
+#[test]
+fn pure_logic_checks() {
+    let Some(cases) = cases() else { return };
+    let mut failures = Vec::new();
+    for check in cases["checks"].as_array().unwrap() {
+        if check["got"] != check["want"] {
+            failures.push(format!(
+                "{}:\n  got  {}\n  want {}",
+                str_of(check, "name"),
+                serde_json::to_string_pretty(&check["got"]).unwrap(),
+                serde_json::to_string_pretty(&check["want"]).unwrap()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn each_assertion_fires_on_its_bad_input_and_none_on_good_ones() {
+    let Some(cases) = cases() else { return };
+    let mut failures = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = str_of(case, "name");
+        let failed: Vec<&str> =
+            case["failedAssertions"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        let expected: Vec<&str> =
+            case["refusedBy"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        if expected.is_empty() && !failed.is_empty() {
+            failures
+                .push(format!("{name}: expected no failed assertion, got:\n    {}", failed.join("\n    ")));
+        }
+        for part in expected {
+            if !failed.iter().any(|m| m.contains(part)) {
+                failures.push(format!(
+                    "{name}: no failed assertion contains {part:?}; got:\n    {}",
+                    failed.join("\n    ")
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The file the module deploys, read by the daemon: `models-fetch plan --config` accepts what
+/// the module accepts, refuses (78) what both refuse, and the TOML holds exactly the settings.
+#[test]
+fn rendered_config_is_read_by_the_daemon() {
+    let Some(cases) = cases() else { return };
+    let dir = temp_dir();
+    let mut failures = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = str_of(case, "name");
+        let toml_text = str_of(case, "toml");
+        match toml::from_str::<toml::Table>(toml_text) {
+            Ok(table) => {
+                let parsed = serde_json::to_value(&table).unwrap();
+                if parsed != as_rendered(&case["settings"]) {
+                    failures.push(format!("{name}: the TOML does not hold the settings:\n{toml_text}"));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: not TOML: {e}\n{toml_text}")),
+        }
+        let daemon = &case["daemon"];
+        if daemon.is_null() {
+            continue;
+        }
+        let config = write(dir.path(), &format!("{name}.toml"), toml_text);
+        let output = models_fetch(&["plan", "--config", config.to_str().unwrap()]);
+        let out = text(&output);
+        let module_accepts = case["failedAssertions"].as_array().unwrap().is_empty();
+        if daemon == "accepts" {
+            if output.status.code() != Some(0) {
+                failures.push(format!(
+                    "{name}: models-fetch plan refused the module's file:\n{out}\n{toml_text}"
+                ));
+            }
+            if !module_accepts {
+                failures.push(format!("{name}: the daemon accepts it, the module's assertions do not"));
+            }
+        } else {
+            let reason =
+                daemon["refuses"].as_str().expect("daemon is \"accepts\", { refuses = ...; } or null");
+            if output.status.code() != Some(78) || !out.contains(reason) {
+                failures.push(format!(
+                    "{name}: expected exit 78 with {reason:?}, got {:?}:\n{out}",
+                    output.status
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The daemon's keys (from its own "unknown field" error, which lists them all) and the
+/// module's: every key the typed options write is one the daemon reads, `token_file` is never
+/// written, and every other daemon key has an example in tests/nix/cases.nix that the daemon
+/// accepts (case good-every-key), so a new daemon key cannot go unnoticed here.
+#[test]
+fn module_and_daemon_agree_on_every_key() {
+    let Some(cases) = cases() else { return };
+    let dir = temp_dir();
+    let config = write(dir.path(), "bogus.toml", "index = \"index.json\"\nno_such_key_at_all = 1\n");
+    let out = text(&models_fetch(&["plan", "--config", config.to_str().unwrap()]));
+    let listed = out.split("expected one of").nth(1).unwrap_or_else(|| panic!("no key list in:\n{out}"));
+    let daemon: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+    assert!(daemon.contains(&"index") && daemon.contains(&"token_file"), "{daemon:?}");
+    let names = |key: &str| -> Vec<String> {
+        cases["keys"][key].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect()
+    };
+    let (typed, via_settings) = (names("typed"), names("viaSettings"));
+    assert!(!typed.iter().any(|k| k == "token_file"), "the module must never write token_file");
+    for key in typed.iter().chain(&via_settings) {
+        assert!(daemon.contains(&key.as_str()), "the daemon does not know the key {key:?}: {daemon:?}");
+    }
+    let uncovered: Vec<&&str> = daemon
+        .iter()
+        .filter(|k| **k != "token_file" && !typed.iter().chain(&via_settings).any(|m| m == *k))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "daemon keys the module's tests do not cover: {uncovered:?}; add an example value to everyOtherKey \
+         in tests/nix/cases.nix (they reach the daemon through services.models.settings)"
+    );
+}
+
+/// The settings as the renderer writes them: without nulls (TOML has none) and empty tables.
+fn as_rendered(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
+                .map(|(k, v)| (k.clone(), as_rendered(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn toml_renderer_round_trips() {
+    let Some(cases) = cases() else { return };
+    for sample in cases["tomlSamples"].as_array().unwrap() {
+        let toml_text = str_of(sample, "toml");
+        let table: toml::Table =
+            toml::from_str(toml_text).unwrap_or_else(|e| panic!("not TOML: {e}\n{toml_text}"));
+        assert_eq!(serde_json::to_value(&table).unwrap(), sample["value"], "{toml_text}");
+    }
+}
+
+/// A unit file as `section -> key -> values` (a key given twice keeps both values, in order);
+/// booleans normalised, since NixOS writes `true` where a hand-written unit says `yes`.
+type Unit = BTreeMap<(String, String), Vec<String>>;
+
+fn parse_unit(text: &str) -> Unit {
+    let mut unit = Unit::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not a unit line: {line}"));
+        let value = match value.trim() {
+            "yes" | "true" | "on" => "yes",
+            "no" | "false" | "off" => "no",
+            v => v,
+        };
+        unit.entry((section.clone(), key.trim().to_owned())).or_default().push(value.to_owned());
+    }
+    unit
+}
+
+/// Keys whose values differ between the two units, as `[section] key: module | packaging`.
+fn unit_differences(module: &Unit, packaging: &Unit) -> Vec<String> {
+    let keys: std::collections::BTreeSet<_> = module.keys().chain(packaging.keys()).collect();
+    keys.into_iter()
+        .filter(|k| module.get(*k) != packaging.get(*k))
+        .map(|(section, key)| {
+            format!(
+                "[{section}] {key}: module {:?} | packaging {:?}",
+                module.get(&(section.clone(), key.clone())),
+                packaging.get(&(section.clone(), key.clone()))
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn unit_matches_the_packaging_unit() {
+    let Some(cases) = cases() else { return };
+    let packaging =
+        parse_unit(&std::fs::read_to_string(root().join("packaging/models-fetch.service")).unwrap());
+    // The only differences allowed: Group= (the module's static group, which packaging/
+    // leaves to a drop-in) and, without a tokenFile, LoadCredential=. ExecStart= and
+    // ExecReload= are rendered with packaging/'s paths (/usr/bin/models-fetch, /bin/kill).
+    for (name, allowed) in [("default", &["Group", "LoadCredential"][..]), ("withToken", &["Group"][..])] {
+        let module = parse_unit(str_of(&cases["units"], name));
+        let differences: Vec<String> = unit_differences(&module, &packaging)
+            .into_iter()
+            .filter(|d| !allowed.iter().any(|key| d.starts_with(&format!("[Service] {key}:"))))
+            .collect();
+        assert!(
+            differences.is_empty(),
+            "the module's unit ({name}) differs from packaging/models-fetch.service:\n{}",
+            differences.join("\n")
+        );
+        let group = &module[&("Service".to_owned(), "Group".to_owned())];
+        assert_eq!(group, &["models"], "{name}");
+    }
+    let module = parse_unit(str_of(&cases["units"], "default"));
+    assert!(!module.contains_key(&("Service".to_owned(), "LoadCredential".to_owned())));
+}
+
+#[test]
+fn unit_scores_at_most_1_5_in_systemd_analyze_security() {
+    let Some(cases) = cases() else { return };
+    let Some(analyze) =
+        tool("systemd-analyze", "MODELS_FETCH_SKIP_SYSTEMD_ANALYZE", "apt-get install systemd")
+    else {
+        return;
+    };
+    for name in ["default", "withToken"] {
+        let dir = temp_dir();
+        let unit = write(dir.path(), "models-fetch.service", str_of(&cases["units"], name));
+        let output = Command::new(&analyze).args(["security", "--offline=true"]).arg(&unit).output().unwrap();
+        let out = text(&output);
+        let score: f64 = out
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for models-fetch.service: ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no score in systemd-analyze's output:\n{out}"));
+        assert!(score <= 1.5, "{name}: exposure {score} > 1.5:\n{out}");
+    }
+}

@@ -1,0 +1,418 @@
+# Test cases for nix/lib.nix, the NixOS module's logic. Evaluated by tests/it/nix.rs with
+# `nix-instantiate --eval --strict --json` (no nixpkgs needed), which checks:
+#   checks      every `got` equals its `want`;
+#   cases       `refusedBy` lists substrings each of which some failed assertion must contain
+#               ([ ] = the case must pass every assertion); `daemon` says what
+#               `models-fetch plan --config` must do with the rendered TOML: "accepts",
+#               { refuses = "part of its message"; } (exit 78), or null (a rule of the
+#               module only, or a config the module never deploys);
+#               `settings` must survive TOML rendering and parsing unchanged;
+#   keys        with the daemon's own list of keys, every one is covered, none unknown;
+#   tomlSamples each `toml` parses (toml crate) back to its `value`;
+#   units       rendered unit files, compared with packaging/models-fetch.service.
+let
+  mf = import ../../nix/lib.nix;
+  examples = ../../examples/index.json;
+  seed = ../../nix/index.json;
+  edge = ./edge-index.json;
+
+  # The paths a test host has: the daemon as packaging/ installs it, and each case's own
+  # index named by its real path (so `models-fetch plan` can read it).
+  run = cfg:
+    let full = mf.withDefaults cfg; in
+    mf.evaluate {
+      cfg = full;
+      exe = "/usr/bin/models-fetch";
+      kill = "/bin/kill";
+      indexFile = toString full.indexPath;
+    };
+
+  good = {
+    indexPath = examples;
+    huggingFace.enable = true;
+    deployedModels = [ "anahata-heart-v1" ];
+    chakraModels.ajna = [ "ajna-insight-v2" ];
+  };
+
+  case = name: cfg: refusedBy: daemon:
+    let r = run cfg; in
+    {
+      inherit name refusedBy daemon;
+      inherit (r) toml settings failedAssertions;
+    };
+
+  # Every daemon key the typed options do not set, through `settings`.
+  everyOtherKey = {
+    mirrors_first = true;
+    proxy = "http://proxy.example:3128";
+    ca_file = "/etc/ssl/extra.pem";
+    connect_timeout = "5s";
+    stall_timeout = "1m";
+    max_retries = 3;
+    retry_base_delay = "2s";
+    retry_max_time = "5m";
+    max_parallel_models = 4;
+    connections_per_file = 2;
+    chunk_size = "16MiB";
+    max_connections_per_host = 6;
+    recheck_interval = "1h 30m";
+    rehash_interval = "7d";
+    metrics_file = "/var/lib/models/.models-fetch/metrics.prom";
+  };
+
+  customStore = run (good // {
+    modelStorePath = "/srv/models";
+    huggingFace = { enable = true; cacheDir = "/srv/models/hf-cache"; };
+    user = "models-fetch";
+  });
+  cacheApart = run (good // {
+    huggingFace = { enable = true; cacheDir = "/var/lib/hf-cache"; };
+    consumers.inference.models = [ "ajna-insight-v2" ];
+  });
+  consumers = run (good // {
+    consumers = {
+      inference = { models = [ "ajna-insight-v2" ]; };
+      batch = { timeoutSec = null; };
+    };
+  });
+  staticConsumers = run (good // {
+    user = "models-fetch";
+    consumers.inference.models = [ "ajna-insight-v2" ];
+  });
+
+  unitFor = cfg: mf.renderUnit (run cfg).unit;
+in
+{
+  cases = [
+    # Good: the example index with a deploy set from both lists, then every other daemon key.
+    (case "good" good [ ] "accepts")
+    (case "good-every-key"
+      (good // {
+        mirrors = [ "https://mirror.example/models" "file:///srv/mirror" ];
+        verifyChecksums = false;
+        huggingFace = { enable = true; endpoint = "http://hub.internal:8080"; };
+        settings = everyOtherKey // { chakra_models.anahata = [ "anahata-heart-v1" ]; };
+      }) [ ] "accepts")
+    (case "good-seed-index-empty-deploy-set" { } [ ] null)
+    (case "good-edge-public-hub"
+      {
+        indexPath = edge;
+        huggingFace.enable = true;
+        chakraModels = { soma = [ "public-hub-v1" ]; vishuddha = [ "pr-revision-v1" ]; };
+      } [ ] "accepts")
+
+    # Bad: each assertion fires, naming what to change.
+    (case "unknown-id" (good // { deployedModels = [ "xyz" ]; })
+      [ "services.models.deployedModels: Model 'xyz' not found in index ${toString examples} (known ids: ajna-insight-v2, anahata-heart-v1)" ]
+      { refuses = "Model 'xyz' not found in index (known ids: ajna-insight-v2, anahata-heart-v1)"; })
+    (case "unknown-id-empty-index" (good // { indexPath = ../index/valid/empty-models.json; chakraModels = { }; })
+      [ "Model 'anahata-heart-v1' not found in index" "(the index has no models)" ]
+      { refuses = "Model 'anahata-heart-v1' not found in index (the index has no models)"; })
+    (case "wrong-chakra" (good // { chakraModels.anahata = [ "ajna-insight-v2" ]; })
+      [ "services.models.chakraModels.anahata: Model 'ajna-insight-v2' belongs to chakra 'ajna'" "move it to services.models.chakraModels.ajna" ]
+      { refuses = "move it to chakra_models.ajna"; })
+    (case "not-a-chakra" (good // { chakraModels.heart = [ "anahata-heart-v1" ]; })
+      [ "services.models.chakraModels.heart: 'heart' is not a chakra (one of: muladhara, svadhisthana, manipura, anahata, vishuddha, ajna, sahasrara, soma, jnana)" ]
+      { refuses = "chakra_models.heart: 'heart' is not a chakra"; })
+    (case "stub" { indexPath = seed; huggingFace.enable = true; chakraModels.muladhara = [ "muladhara-foundation-v1" ]; }
+      [
+        "Model 'muladhara-foundation-v1' is a stub entry in ${toString seed}"
+        "artifact.sha256 (is all zeros)"
+        "artifact.sizeBytes (is 0)"
+        "artifact.downloadUrl (contains TODO-STUB)"
+        "dataset.id (contains TODO-STUB)"
+        "dataset.url (contains TODO-STUB)"
+        "training.repo (contains TODO-STUB)"
+        "training.command (contains TODO-STUB)"
+        "provenance.runId (contains TODO-STUB)"
+      ]
+      { refuses = "Model 'muladhara-foundation-v1' is a stub entry"; })
+    (case "no-source" { indexPath = edge; huggingFace.enable = true; deployedModels = [ "nosource-v1" ]; }
+      [ "Model 'nosource-v1' has no source" ]
+      { refuses = "Model 'nosource-v1': it has no source"; })
+    (case "reserved-id" { indexPath = edge; huggingFace.enable = true; deployedModels = [ "by-chakra" ]; }
+      [ "Model 'by-chakra': the id names a folder models-fetch uses inside modelStorePath" ]
+      { refuses = "Model 'by-chakra': the id names a folder"; })
+    (case "nothing-listed" { indexPath = examples; huggingFace.enable = true; }
+      [ "huggingFace.enable is set but no model is listed" ]
+      { refuses = "nothing to deploy"; })
+    (case "hugging-face-off" (good // { huggingFace.enable = false; })
+      [ "models are listed (anahata-heart-v1, ajna-insight-v2) but services.models.huggingFace.enable is false" ]
+      null)
+    (case "token-in-store" (good // { huggingFace = { enable = true; tokenFile = "${builtins.storeDir}/0000000000000000000000000000000a-hf-token"; }; })
+      [ "services.models.huggingFace.tokenFile = \"${builtins.storeDir}/0000000000000000000000000000000a-hf-token\" is inside ${builtins.storeDir}" ]
+      null)
+    (case "token-relative" (good // { huggingFace = { enable = true; tokenFile = "secrets/hf-token"; }; })
+      [ "must be an absolute path" ]
+      null)
+    (case "token-file-in-settings" (good // { settings.token_file = "/run/secrets/hf-token"; })
+      [ "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead" ]
+      null)
+    (case "custom-store-dynamic-user" (good // { modelStorePath = "/srv/models"; })
+      [ "services.models: /srv/models lies outside /var/lib" "set services.models.user" ]
+      null)
+    (case "store-trailing-slash" (good // { modelStorePath = "/var/lib/models/"; })
+      [ "services.models.modelStorePath = \"/var/lib/models/\" must be an absolute path" ]
+      null)
+    (case "consumer-model-not-deployed" (good // { consumers.inference.models = [ "muladhara-foundation-v1" ]; })
+      [ "services.models.consumers.inference.models: 'muladhara-foundation-v1' is not deployed (deployed: anahata-heart-v1, ajna-insight-v2)" ]
+      null)
+    (case "consumer-without-daemon" { indexPath = examples; consumers.inference = { }; }
+      [ "services.models.consumers.inference: consumers wait for models-fetch.service" ]
+      null)
+    # The typed options cannot know every daemon key; the daemon refuses a typo, and so does the
+    # module's build-time check (checkConfig runs `models-fetch plan` on the file).
+    (case "settings-typo" (good // { settings.deployed_model = [ "anahata-heart-v1" ]; })
+      [ ]
+      { refuses = "unknown field `deployed_model`"; })
+  ];
+
+  checks = [
+    {
+      name = "chakras come from the schema";
+      got = mf.chakras;
+      want = [ "muladhara" "svadhisthana" "manipura" "anahata" "vishuddha" "ajna" "sahasrara" "soma" "jnana" ];
+    }
+    {
+      name = "the exact file for the good case";
+      got = (run good).toml;
+      want = ''
+        cache_dir = "/var/lib/models/hf-cache"
+        deployed_models = ["anahata-heart-v1"]
+        endpoint = "https://huggingface.co"
+        index = "${toString examples}"
+        mirrors = []
+        store_dir = "/var/lib/models"
+        verify_checksums = true
+
+        [chakra_models]
+        ajna = ["ajna-insight-v2"]
+      '';
+    }
+    {
+      name = "the module names the index at its stable /etc path";
+      got = (mf.evaluate { cfg = mf.withDefaults good; exe = "x"; kill = "k"; }).settings.index;
+      want = "/etc/models-fetch/index.json";
+    }
+    {
+      name = "deploy set: deployedModels, then every chakraModels list, each id once";
+      got = (run (good // { chakraModels = { ajna = [ "ajna-insight-v2" ]; anahata = [ "anahata-heart-v1" ]; }; })).deploySet;
+      want = [ "anahata-heart-v1" "ajna-insight-v2" ];
+    }
+    {
+      name = "settings are merged on top, tables one level deep";
+      got = (run (good // { settings = { chakra_models.anahata = [ "anahata-heart-v1" ]; endpoint = "http://127.0.0.1:1"; }; })).settings.chakra_models;
+      want = { ajna = [ "ajna-insight-v2" ]; anahata = [ "anahata-heart-v1" ]; };
+    }
+    {
+      name = "never a token_file key, even with a tokenFile";
+      got = (run (good // { huggingFace = { enable = true; tokenFile = "/run/secrets/hf"; }; })).settings ? token_file;
+      want = false;
+    }
+    {
+      name = "TOML strings: quotes, backslashes, control characters, unicode; quoted keys; nulls left out";
+      got = mf.toTOML {
+        s = "a\"b\\c\nd\te${builtins.fromJSON ''"\u0001\u001f\u007f"''}ü";
+        "key with space" = 1;
+        n = null;
+        t.x = [ true false ];
+        empty = { };
+      };
+      want = ''
+        "key with space" = 1
+        s = "a\"b\\c\nd\te\u0001\u001f\u007fü"
+
+        [t]
+        x = [true, false]
+      '';
+    }
+    {
+      name = "stub fields of the seed entry";
+      got = map (s: s.pointer) (mf.stubFields (builtins.head (builtins.fromJSON (builtins.readFile seed)).models));
+      want = [
+        "/artifact/downloadUrl"
+        "/artifact/sha256"
+        "/artifact/sizeBytes"
+        "/dataset/id"
+        "/dataset/url"
+        "/provenance/runId"
+        "/training/command"
+        "/training/repo"
+      ];
+    }
+    {
+      name = "stub rules: prefixes anywhere, the zero rules only on their field";
+      got = mf.stubFields {
+        a = "STUB: x";
+        b = [ "ok" "REVISIT: later" ];
+        c = { "x/y" = "TODO-STUB"; };
+        geometry.dimensions = 0;
+        artifact = { sizeBytes = 0; sha256 = "0000000000000000000000000000000000000000000000000000000000000000"; };
+        dataset.commit = "0000000000000000000000000000000000000000000000000000000000000000";
+      };
+      want = [
+        { pointer = "/a"; reason = "starts with STUB:"; }
+        { pointer = "/artifact/sha256"; reason = "is all zeros"; }
+        { pointer = "/artifact/sizeBytes"; reason = "is 0"; }
+        { pointer = "/b/1"; reason = "starts with REVISIT:"; }
+        { pointer = "/c/x~1y"; reason = "contains TODO-STUB"; }
+      ];
+    }
+    {
+      name = "source URLs (fetch-model.nix): repo, downloadUrl on the public Hub follows endpoint, other URLs as they are";
+      got = map (mf.sourceUrl "http://hub.internal") ((builtins.fromJSON (builtins.readFile edge)).models ++ (builtins.fromJSON (builtins.readFile examples)).models);
+      want = [
+        "http://hub.internal/test-org/by-chakra/resolve/main/by-chakra.bin"
+        null
+        "http://hub.internal/test-org/public/resolve/main/model.safetensors"
+        "http://hub.internal/test-org/pr/resolve/refs%2Fpr%2F1/sub%20dir/weights.gguf"
+        "http://hub.internal/example-org/ajna-insight/resolve/main/ajna-insight-v2.safetensors"
+        "https://models.example.org/anahata/anahata-heart-v1.safetensors"
+      ];
+    }
+    {
+      name = "fetch-model.nix: fetchurl gets the URL, a store name and the entry's sha256; stubs and unknown ids are refused";
+      got =
+        let
+          fetchModel = import ../../nix/fetch-model.nix { fetchurl = args: args; };
+          fetched = fetchModel { id = "pr-revision-v1"; indexPath = edge; endpoint = "http://hub.internal"; };
+          refused = id: !(builtins.tryEval (fetchModel { inherit id; indexPath = edge; }).url).success;
+        in
+        {
+          inherit (fetched) url name sha256;
+          id = fetched.passthru.entry.id;
+          stub = !(builtins.tryEval (fetchModel { id = "muladhara-foundation-v1"; }).url).success;
+          noSource = refused "nosource-v1";
+          unknown = refused "xyz";
+        };
+      want = {
+        url = "http://hub.internal/test-org/pr/resolve/refs%2Fpr%2F1/sub%20dir/weights.gguf";
+        name = "weights.gguf";
+        sha256 = "4444444444444444444444444444444444444444444444444444444444444444";
+        id = "pr-revision-v1";
+        stub = true;
+        noSource = true;
+        unknown = true;
+      };
+    }
+    {
+      name = "default directories: one StateDirectory, no tmpfiles, no ReadWritePaths";
+      got = { inherit (run good) stateDirectories customDirs tmpfiles; };
+      want = { stateDirectories = [ "models" ]; customDirs = [ ]; tmpfiles = [ ]; };
+    }
+    {
+      name = "a store outside /var/lib: ReadWritePaths and a tmpfiles rule for the static user";
+      got = {
+        inherit (customStore) tmpfiles failedAssertions;
+        inherit (customStore.unit.serviceConfig) ReadWritePaths User;
+        state = customStore.unit.serviceConfig ? StateDirectory;
+        dynamic = customStore.unit.serviceConfig ? DynamicUser;
+      };
+      want = {
+        tmpfiles = [ "d /srv/models 0750 models-fetch models - -" ];
+        failedAssertions = [ ];
+        ReadWritePaths = [ "/srv/models" ];
+        User = "models-fetch";
+        state = false;
+        dynamic = false;
+      };
+    }
+    {
+      name = "a cache apart from the store: two StateDirectories, both bound into consumers";
+      got = {
+        inherit (cacheApart.unit.serviceConfig) StateDirectory;
+        inherit (cacheApart.consumers.inference.serviceConfig) BindReadOnlyPaths;
+        inherit (cacheApart) failedAssertions;
+      };
+      want = {
+        StateDirectory = [ "models" "hf-cache" ];
+        BindReadOnlyPaths = [ "/var/lib/private/models" "/var/lib/private/hf-cache" ];
+        failedAssertions = [ ];
+      };
+    }
+    {
+      name = "LoadCredential only with a tokenFile";
+      got = [
+        ((run good).unit.serviceConfig ? LoadCredential)
+        (run (good // { huggingFace = { enable = true; tokenFile = "/run/secrets/hf"; }; })).unit.serviceConfig.LoadCredential
+      ];
+      want = [ false [ "hf-token:/run/secrets/hf" ] ];
+    }
+    {
+      name = "consumers (DynamicUser): wants/after, the group, the private state bound read-only, wait, environment";
+      got = consumers.consumers;
+      want = {
+        batch = {
+          wants = [ "models-fetch.service" ];
+          after = [ "models-fetch.service" ];
+          environment = consumers.consumerEnvironment;
+          serviceConfig = {
+            SupplementaryGroups = [ "models" ];
+            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.toml" ];
+            TemporaryFileSystem = [ "/var/lib/private" ];
+            BindReadOnlyPaths = [ "/var/lib/private/models" ];
+          };
+          timeoutStartSec = "infinity";
+        };
+        inference = {
+          wants = [ "models-fetch.service" ];
+          after = [ "models-fetch.service" ];
+          environment = consumers.consumerEnvironment;
+          serviceConfig = {
+            SupplementaryGroups = [ "models" ];
+            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.toml --timeout 1800s ajna-insight-v2" ];
+            TemporaryFileSystem = [ "/var/lib/private" ];
+            BindReadOnlyPaths = [ "/var/lib/private/models" ];
+          };
+          timeoutStartSec = "1890s";
+        };
+      };
+    }
+    {
+      name = "consumers of a static user: no bind mounts";
+      got = staticConsumers.consumers.inference.serviceConfig;
+      want = {
+        SupplementaryGroups = [ "models" ];
+        ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.toml --timeout 1800s ajna-insight-v2" ];
+      };
+    }
+    {
+      name = "environment: the seed's variables for everyone, plus the Hub cache (offline) for consumers";
+      got = { inherit (consumers) environment consumerEnvironment; };
+      want = {
+        environment = {
+          INIXOS_MODEL_INDEX = toString examples;
+          INIXOS_MODEL_STORE = "/var/lib/models";
+          INIXOS_MODEL_CACHE = "/var/lib/models/hf-cache";
+        };
+        consumerEnvironment = {
+          INIXOS_MODEL_INDEX = toString examples;
+          INIXOS_MODEL_STORE = "/var/lib/models";
+          INIXOS_MODEL_CACHE = "/var/lib/models/hf-cache";
+          HF_HUB_CACHE = "/var/lib/models/hf-cache";
+          HF_HUB_OFFLINE = "1";
+        };
+      };
+    }
+  ];
+
+  # The daemon's keys as the module covers them: set by typed options, or only through
+  # `settings` (each with an example value in the good-every-key case).
+  keys = {
+    typed = builtins.attrNames (run good).settings;
+    viaSettings = builtins.attrNames everyOtherKey;
+  };
+
+  tomlSamples = map (value: { inherit value; toml = mf.toTOML value; }) [
+    { s = "tab\there, newline\nthere, quote \" backslash \\ ${builtins.fromJSON ''"\u0001\u001b\u007f"''} ünïcødé ✓"; }
+    { f = 1.5; g = -0.25; i = -42; big = 1099511627776; b = false; l = [ ]; }
+    { "dotted.key" = "x"; "" = "empty key"; tbl = { "a b" = [ "c" "d" ]; n = 0; }; }
+  ];
+
+  # The unit for the default options, and with the token file packaging/ uses; the binary
+  # and kill at their packaging/ paths.
+  units = {
+    default = unitFor { };
+    withToken = unitFor { huggingFace.tokenFile = "/etc/models-fetch/hf-token"; };
+  };
+}
