@@ -1,7 +1,7 @@
 # The NixOS module `services.models`: the options, and their wiring into NixOS. Every value it
 # deploys (the daemon's config file, the unit, the consumers' settings, the assertions) is
 # computed by nix/lib.nix, plain Nix that CI evaluates for real (tests/nix/, tests/it/nix.rs);
-# nixpkgs' module system cannot run there. nix/README-section.md describes its use.
+# nixpkgs' module system cannot run there. README.md, section "NixOS", describes its use.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types literalExpression;

@@ -1,6 +1,6 @@
 # A model from the index as a fixed-output derivation: the file in the Nix store, fetched by
 # Nix and checked against the entry's sha256 (pkgs.fetchurl). For hosts that want models in
-# their closure instead of fetched at run time by models-fetch.service (nix/README-section.md
+# their closure instead of fetched at run time by models-fetch.service (README.md, section "NixOS"
 # says when to use which).
 #
 #   fetchModel = pkgs.callPackage ./nix/fetch-model.nix { };
