@@ -98,11 +98,22 @@ struct Case {
     dir: tempfile::TempDir,
     /// The models of the index, the first one the one the `assert_` methods look at.
     models: RefCell<Vec<Model>>,
+    /// Config lines added to every config this case writes.
+    extra_config: RefCell<String>,
 }
 
 impl Case {
     fn new() -> Self {
         Self::with(Origin::start(Some(TOKEN)))
+    }
+
+    /// A case whose files are fetched in parallel ranged chunks of 256 KiB (six for [`SIZE`])
+    /// over `connections` connections.
+    fn parallel(connections: usize) -> Self {
+        let case = Self::new();
+        *case.extra_config.borrow_mut() =
+            format!("chunk_size = \"256KiB\"\nconnections_per_file = {connections}\n");
+        case
     }
 
     /// The Hub over https with its CA in `ca_file`.
@@ -118,7 +129,7 @@ impl Case {
         if let Some(pem) = origin.ca_pem() {
             write(dir.path(), "ca.pem", pem);
         }
-        Case { origin, dir, models: RefCell::new(vec![AJNA]) }
+        Case { origin, dir, models: RefCell::new(vec![AJNA]), extra_config: RefCell::default() }
     }
 
     /// Publishes `content` on the Hub as a new commit (via the CDN) and points the index at it.
@@ -176,6 +187,7 @@ impl Case {
         if self.origin.ca_pem().is_some() {
             config.push_str("ca_file = \"ca.pem\"\n");
         }
+        config.push_str(&self.extra_config.borrow());
         write(self.dir.path(), "config.toml", &config);
         *self.models.borrow_mut() = models.iter().map(|(model, ..)| *model).collect();
     }
@@ -965,4 +977,94 @@ fn origin_tls_hub_is_trusted_through_its_ca() {
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert_eq!(header(&head, "content-length"), Some("10"));
     assert!(header(&head, "etag").is_some_and(|etag| etag.len() == 42), "git sha1 etag: {head}");
+}
+
+// --- Parallel ranged downloads (chunk_size, connections_per_file) ----------------------------
+
+/// The chunks of the parallel download of `blob` recorded as on disk.
+fn chunks_done(case: &Case, blob: &Blob) -> Vec<u64> {
+    let mut sidecar = case.partial(blob).into_os_string();
+    sidecar.push(".chunks");
+    std::fs::read(sidecar)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v["done"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn large_file_is_fetched_in_parallel_chunks_of_exact_ranges() {
+    let case = Case::parallel(3);
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let mut ranges: Vec<(u64, Option<u64>)> =
+        case.origin.requests_to(Route::Cdn).iter().filter_map(Request::range).collect();
+    ranges.sort_unstable();
+    let chunk = 256 * 1024;
+    let expected: Vec<(u64, Option<u64>)> =
+        (0..6).map(|i| (i * chunk, Some(i * chunk + chunk - 1))).collect();
+    assert_eq!(ranges, expected, "one request per chunk, each for exactly its bytes");
+}
+
+#[test]
+fn parallel_chunk_broken_mid_way_is_fetched_again_and_the_file_verified() {
+    let case = Case::parallel(3);
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::times(Route::Cdn, 2, Fault::ResetAfter(100 * 1024)).ranged_only());
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    assert!(case.origin.requests_to(Route::Cdn).len() >= 8, "the broken chunks were not asked for again");
+}
+
+#[test]
+fn parallel_download_falls_back_to_one_stream_when_ranges_are_ignored() {
+    let case = Case::parallel(3);
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin.add(Rule::always(Route::Cdn, Fault::IgnoreRange));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let cdn = case.origin.requests_to(Route::Cdn);
+    assert!(cdn.iter().any(|r| r.range().is_none()), "never fell back to a plain GET: {cdn:#?}");
+}
+
+#[test]
+fn parallel_download_with_a_flipped_byte_keeps_the_previous_version() {
+    let case = Case::parallel(3);
+    let v1 = case.published_v1();
+    let v2 = case.serve_v2();
+    case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&v2.sha256));
+    case.sync().assert_failed(&["checksum", "sha256"]);
+    case.assert_not_published(&v2);
+    assert!(chunks_done(&case, &v2).is_empty(), "a sidecar of wrong bytes was kept");
+    assert!(!case.partial(&v2).exists(), "a partial file of wrong bytes was kept");
+    // The stored name still resolves to the verified first version.
+    let stored = case.store().join(ID).join(FILENAME);
+    assert_eq!(sha256_hex(&std::fs::read(stored).expect("stored file")), v1.sha256);
+}
+
+#[test]
+fn killed_parallel_download_resumes_without_fetching_finished_chunks_again() {
+    let case = Case::parallel(2);
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin
+        .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 32 * 1024, every: Duration::from_millis(20) }));
+    let two_chunks_done = || chunks_done(&case, &blob).len() >= 2;
+    let run = case.sync_killed_when(&two_chunks_done);
+    let done = chunks_done(&case, &blob);
+    assert!(done.len() >= 2 && done.len() < 6, "chunks recorded at the kill: {done:?}\n{}", run.out);
+    let before = case.origin.requests_to(Route::Cdn).len();
+
+    case.origin.heal();
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let chunk = 256 * 1024;
+    let again: Vec<u64> = case.origin.requests_to(Route::Cdn)[before..]
+        .iter()
+        .filter_map(|r| r.range().map(|(start, _)| start / chunk))
+        .collect();
+    for i in &done {
+        assert!(!again.contains(i), "chunk {i} was on disk but fetched again: {again:?}");
+    }
+    assert!(!again.is_empty(), "the second run fetched nothing");
 }
