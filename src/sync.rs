@@ -20,6 +20,8 @@ use crate::report::Reporter;
 use crate::secret::{Token, TokenError};
 use crate::verify::Expected;
 
+/// Models checked and resolved at the same time by `sync` (downloads are bounded separately).
+const MAX_MODELS_IN_FLIGHT: usize = 64;
 /// Free space kept beyond the file itself.
 const SPACE_MARGIN: u64 = 16 << 20;
 /// The credential name the NixOS unit loads the token under (`LoadCredential=hf-token:...`).
@@ -59,8 +61,10 @@ pub struct Engine {
     mirrors: Vec<String>,
     mirrors_first: bool,
     verify_existing: bool,
-    parallel: usize,
     reporter: Arc<dyn Reporter>,
+    /// One model at a time per blob: two ids may name the same file, and must not write the
+    /// same partial file at once.
+    blobs: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Engine {
@@ -81,8 +85,8 @@ impl Engine {
             mirrors: config.mirrors.clone(),
             mirrors_first: config.mirrors_first,
             verify_existing: config.verify_checksums,
-            parallel: config.max_parallel_models,
             reporter,
+            blobs: std::sync::Mutex::default(),
         })
     }
 
@@ -107,7 +111,9 @@ impl Engine {
                 self.reporter.finished(item, &outcome);
                 outcome
             })
-            .buffered(self.parallel)
+            // Every model starts at once: the disk checks and the Hub's answers for all of them
+            // run ahead; the downloads themselves wait for a slot (max_parallel_models).
+            .buffered(MAX_MODELS_IN_FLIGHT)
             .collect()
             .await
     }
@@ -137,6 +143,9 @@ impl Engine {
     }
 
     async fn sync_one(&self, item: &Item) -> Outcome {
+        let blob_lock =
+            self.blobs.lock().expect("blobs lock").entry(item.blob_path.clone()).or_default().clone();
+        let _blob = blob_lock.lock().await;
         match self.reuse(item).await {
             Ok(true) => return Outcome::Published { fetched: None },
             Ok(false) => {}

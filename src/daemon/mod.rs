@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
@@ -155,10 +154,9 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut semaphore = Arc::new(Semaphore::new(generation.config.max_parallel_models));
     let (settings, _) = tokio::sync::watch::channel(TaskSettings::of(&generation));
     let mut tasks: HashMap<String, Task> = HashMap::new();
-    spawn_missing(&mut tasks, &generation, &shared, &semaphore, &settings);
+    spawn_missing(&mut tasks, &generation, &shared, &settings);
     let mut last_written: Option<(String, BTreeMap<String, ModelState>)> = None;
 
     loop {
@@ -186,13 +184,10 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
                             }
                         }
                         layout = next_layout;
-                        if next.config.max_parallel_models != generation.config.max_parallel_models {
-                            semaphore = Arc::new(Semaphore::new(next.config.max_parallel_models));
-                        }
                         apply(&mut tasks, &next, &shared, &layout);
                         generation = next;
                         settings.send_replace(TaskSettings::of(&generation));
-                        spawn_missing(&mut tasks, &generation, &shared, &semaphore, &settings);
+                        spawn_missing(&mut tasks, &generation, &shared, &settings);
                         let status = status_line(&shared.models.lock().expect("models lock"));
                         tracing::info!(models = generation.items.len(), "reloaded: {status}");
                         notifier.ready(&status);
@@ -266,15 +261,13 @@ fn spawn_missing(
     tasks: &mut HashMap<String, Task>,
     generation: &Generation,
     shared: &Arc<Shared>,
-    semaphore: &Arc<Semaphore>,
     settings: &tokio::sync::watch::Sender<Arc<TaskSettings>>,
 ) {
     for item in &generation.items {
         if tasks.contains_key(item.id.as_str()) {
             continue;
         }
-        let handle =
-            tokio::spawn(model_task(item.clone(), shared.clone(), semaphore.clone(), settings.subscribe()));
+        let handle = tokio::spawn(model_task(item.clone(), shared.clone(), settings.subscribe()));
         tasks.insert(item.id.to_string(), Task { item: item.clone(), handle });
     }
 }
@@ -285,7 +278,6 @@ fn spawn_missing(
 async fn model_task(
     item: Item,
     shared: Arc<Shared>,
-    semaphore: Arc<Semaphore>,
     mut settings: tokio::sync::watch::Receiver<Arc<TaskSettings>>,
 ) {
     let id = item.id.to_string();
@@ -294,10 +286,8 @@ async fn model_task(
     loop {
         let current = settings.borrow_and_update().clone();
         let (engine, recheck) = (&current.engine, current.recheck);
-        let outcome = {
-            let Ok(_permit) = semaphore.acquire().await else { return };
-            engine.bring(&item).await
-        };
+        // The engine bounds the downloads in flight (max_parallel_models).
+        let outcome = engine.bring(&item).await;
         let wait = match &outcome {
             Outcome::Published { .. } => {
                 transient_failures = 0;

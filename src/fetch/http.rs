@@ -40,6 +40,9 @@ pub struct Http {
     /// Chunk size of a parallel download; files under two chunks stream over one connection.
     pub chunk_size: u64,
     max_per_host: usize,
+    /// Downloads in flight at once (`max_parallel_models`); resolving does not wait for it,
+    /// so the Hub's answers for the next files are ready when a download slot frees.
+    downloads: std::sync::Arc<tokio::sync::Semaphore>,
     hosts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
 }
 
@@ -82,8 +85,14 @@ impl Http {
             connections_per_file: config.connections_per_file,
             chunk_size: config.chunk_size.as_u64(),
             max_per_host: config.max_connections_per_host,
+            downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_parallel_models)),
             hosts: std::sync::Mutex::default(),
         })
+    }
+
+    /// A download slot: at most `max_parallel_models` files are downloaded at once.
+    pub async fn download_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.downloads.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// A place among the requests in flight to `url`'s host (at most `max_connections_per_host`).
@@ -172,7 +181,10 @@ impl Http {
 
     /// `HEAD` of a Hub resolve URL: commit, etag, size and where the bytes are.
     pub async fn resolve(&self, resolve_url: &str) -> Result<Resolved, FetchError> {
-        let (url, response) = self.send(Method::HEAD, resolve_url, None, true).await?;
+        let (url, response) = {
+            let _permit = self.host_permit(resolve_url).await;
+            self.send(Method::HEAD, resolve_url, None, true).await?
+        };
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
             let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {

@@ -168,6 +168,7 @@ impl Attempt<'_> {
     }
 
     async fn download(&mut self, url: &str) -> Result<(), FetchError> {
+        let _slot = self.http.download_permit().await;
         let sidecar = ranges::sidecar_path(self.partial).exists();
         if self.http.connections_per_file > 1 && self.expected.size >= 2 * self.http.chunk_size {
             let transferred = std::sync::atomic::AtomicU64::new(0);
@@ -272,6 +273,7 @@ impl Attempt<'_> {
 
     /// Copies from a `file://` mirror through the same verifying pipeline.
     async fn copy_local(&mut self, source: &PathBuf) -> Result<(), FetchError> {
+        let _slot = self.http.download_permit().await;
         let mut file = match tokio::fs::File::open(source).await {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -6,10 +6,13 @@ use std::io::{self, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-/// A temp name beside `path`, unique to this process: `.{name}.{pid}.tmp`.
+/// A temp name beside `path`, unique to this call: `.{name}.{pid}.{n}.tmp` (two tasks may
+/// replace the same name at once, e.g. the `refs/main` of two files of one repository).
 fn temp_beside(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Creates `dir` and its parents.
@@ -102,6 +105,23 @@ mod tests {
         let names: Vec<_> =
             fs::read_dir(link.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["file.bin"], "no temp names left");
+    }
+
+    #[test]
+    fn concurrent_replacements_of_one_name_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs/main");
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(path, format!("{i}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temp names left");
     }
 
     #[test]
