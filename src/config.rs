@@ -236,7 +236,8 @@ fn check_endpoint(endpoint: &str) -> Result<String, String> {
 
 /// A URL with one of `schemes` and no credentials in it.
 fn check_url(value: &str, schemes: &[&str]) -> Result<Url, String> {
-    let url = Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    let url = Url::parse(value)
+        .map_err(|e| format!("{:?} is not a URL: {e}", crate::secret::strip_userinfo(value)))?;
     if !url.username().is_empty() || url.password().is_some() {
         // The value is not echoed: it holds a secret.
         return Err("the URL holds credentials; put the token in token_file instead".to_owned());

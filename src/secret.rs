@@ -78,7 +78,23 @@ pub fn redact(url: &str) -> String {
             }
             text
         }
-        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+        Err(_) => strip_userinfo(url.split(['?', '#']).next().unwrap_or_default()),
+    }
+}
+
+/// Removes `user:password@` from text that looks like a URL but does not parse as one.
+pub fn strip_userinfo(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        // No scheme: whatever precedes an `@` may be credentials.
+        return text
+            .rfind('@')
+            .map_or_else(|| text.to_owned(), |at| format!("<redacted>@{}", &text[at + 1..]));
+    };
+    let rest = &text[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}<redacted>@{}", &text[..scheme_end], &rest[at + 1..]),
+        None => text.to_owned(),
     }
 }
 
@@ -123,5 +139,10 @@ mod tests {
             "https://hub.example/o/n/resolve/main/f"
         );
         assert_eq!(redact("not a url?sig=1"), "not a url");
+        assert_eq!(
+            redact("*ttps://user:hunter22@cdn.example/x?X-Amz-Signature=s"),
+            "*ttps://<redacted>@cdn.example/x"
+        );
+        assert_eq!(strip_userinfo("https://u:p@[bad-host"), "https://<redacted>@[bad-host");
     }
 }

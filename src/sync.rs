@@ -105,6 +105,7 @@ impl Engine {
                 .map(|_| Outcome::Failed { kind: Kind::Local, reason: reason.clone() })
                 .collect();
         }
+        self.layout.sweep(&plan.items);
         futures_util::stream::iter(&plan.items)
             .map(|item| async move {
                 let outcome = self.bring(item).await;
@@ -152,6 +153,12 @@ impl Engine {
             Err(reason) => return Outcome::Failed { kind: Kind::Local, reason },
         }
         let partial = self.layout.partial(item);
+        if let Err(e) = self.layout.prepare_item(item) {
+            return Outcome::Failed {
+                kind: Kind::Local,
+                reason: format!("cannot create the cache folder: {e}"),
+            };
+        }
         if let Err(e) = enough_space(&partial, item.size_bytes) {
             return Outcome::Failed { kind: Kind::Local, reason: e.message };
         }
@@ -298,7 +305,7 @@ fn enough_space(partial: &Path, size: u64) -> Result<(), FetchError> {
     if let Err(e) = std::fs::create_dir_all(dir) {
         return Err(FetchError::local(&format!("cannot create {}", dir.display()), &e));
     }
-    let have = std::fs::metadata(partial).map_or(0, |m| m.len());
+    let have = crate::publish::fsx::regular_len(partial);
     let need = size.saturating_sub(have) + SPACE_MARGIN;
     match fs4::available_space(dir) {
         Ok(free) if free < need => Err(FetchError::new(

@@ -6,7 +6,7 @@
 //! The writer starts write-back of every 32 MiB as it goes (`sync_file_range`), so the final
 //! fsync has little left to do and dirty pages do not pile up.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::digest::Sha256Hex;
 use crate::fetch::FetchError;
+use crate::publish::fsx;
 
 /// What the index says the file is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,16 +58,11 @@ impl Pipeline {
     /// reserves room for `expected_size` bytes so a full disk shows now, not half-way.
     pub fn start(path: &Path, resume_from: u64, expected_size: u64) -> Result<Self, FetchError> {
         let local = |doing: &str, e: &io::Error| FetchError::local(&format!("{doing} {}", path.display()), e);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| local("cannot open", &e))?;
+        let mut file = fsx::open_partial(path, false).map_err(|e| local("cannot open", &e))?;
         file.set_len(resume_from).map_err(|e| local("cannot truncate", &e))?;
         reserve(&file, expected_size).map_err(|e| local("cannot reserve space for", &e))?;
         file.seek(SeekFrom::Start(resume_from)).map_err(|e| local("cannot seek", &e))?;
-        let reader = File::open(path).map_err(|e| local("cannot read", &e))?;
+        let reader = fsx::open_nofollow(path).map_err(|e| local("cannot read", &e))?;
 
         let (to_writer, from_network) = mpsc::channel::<Bytes>(QUEUE);
         let (to_hasher, for_hashing) = mpsc::channel::<Bytes>(QUEUE);

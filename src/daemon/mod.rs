@@ -141,6 +141,7 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
 
+    layout.sweep(&generation.items);
     reset_models(&shared, &layout, &generation.items);
     let started_at = unix_now();
     let status = status_line(&shared.models.lock().expect("models lock"));
@@ -184,6 +185,7 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
                             }
                         }
                         layout = next_layout;
+                        layout.sweep(&next.items);
                         apply(&mut tasks, &next, &shared, &layout);
                         generation = next;
                         settings.send_replace(TaskSettings::of(&generation));

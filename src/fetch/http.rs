@@ -163,6 +163,13 @@ impl Http {
             let next = location.to_str().ok().and_then(|l| url.join(l).ok()).ok_or_else(|| {
                 FetchError::permanent(format!("{}: unreadable redirect", redact(url.as_str())))
             })?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(FetchError::permanent(format!(
+                    "{}: refused a redirect to a {} URL",
+                    redact(url.as_str()),
+                    next.scheme()
+                )));
+            }
             if url.scheme() == "https" && next.scheme() != "https" {
                 return Err(FetchError::permanent(format!(
                     "{}: refused a redirect from https to {} ({})",
@@ -202,6 +209,15 @@ impl Http {
                 redact(url.as_str())
             )));
         };
+        // The commit becomes a folder name in the cache: only a 40-hex commit id is accepted.
+        if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(FetchError::permanent(format!(
+                "{}: the Hub answered X-Repo-Commit {:?}, which is not a 40-hex commit id",
+                redact(url.as_str()),
+                commit.chars().take(80).collect::<String>()
+            )));
+        }
+        let commit = commit.to_ascii_lowercase();
         let etag = text("x-linked-etag").or_else(|| text("etag")).map(normalize_etag);
         let size = text("x-linked-size")
             .or_else(|| if status.is_redirection() { None } else { text("content-length") })
@@ -211,7 +227,7 @@ impl Http {
         } else {
             url.to_string()
         };
-        Ok(Resolved { commit: commit.to_owned(), etag, size, location })
+        Ok(Resolved { commit, etag, size, location })
     }
 
     /// `GET` of the bytes from `range_from` on. Returns the response when it is 200 or 206; the

@@ -9,7 +9,7 @@
 //! never resumed. A server that ignores `Range` makes the caller fall back to one stream.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -87,8 +87,8 @@ pub async fn download(
     let received = AtomicU64::new(done_bytes);
     progress(done_bytes);
 
-    let file = OpenOptions::new().write(true).open(partial).map_err(|e| local("cannot open", &e))?;
-    let reader = File::open(partial).map_err(|e| local("cannot read", &e))?;
+    let file = fsx::open_partial(partial, false).map_err(|e| local("cannot open", &e))?;
+    let reader = fsx::open_nofollow(partial).map_err(|e| local("cannot read", &e))?;
     let (to_writer, writes) = mpsc::channel::<Write>(16);
     let (to_hasher, completed) = std::sync::mpsc::channel::<u64>();
     for &i in &sidecar.done {
@@ -223,7 +223,7 @@ fn resume_or_start(
 ) -> io::Result<Sidecar> {
     let existing: Option<Sidecar> =
         std::fs::read(sidecar_file).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let partial_len = std::fs::metadata(partial).map_or(0, |m| m.len());
+    let partial_len = fsx::regular_len(partial);
     if let Some(sidecar) = existing
         && sidecar.sha256 == expected.sha256.as_str()
         && sidecar.size == expected.size
@@ -235,7 +235,7 @@ fn resume_or_start(
     let fresh =
         Sidecar { sha256: expected.sha256.to_string(), size: expected.size, chunk, done: BTreeSet::new() };
     fsx::write_atomic(sidecar_file, &serde_json::to_vec(&fresh).expect("sidecar serializes"))?;
-    let file = OpenOptions::new().create(true).write(true).truncate(true).open(partial)?;
+    let file = fsx::open_partial(partial, true)?;
     allocate(&file, expected.size)?;
     Ok(fresh)
 }

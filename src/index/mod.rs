@@ -98,12 +98,28 @@ pub struct Index {
 impl Index {
     /// Reads and validates the index at `path`.
     pub fn load(path: &Path) -> Result<Self, IndexError> {
+        use std::io::Read;
         let read_err = |source| IndexError::Read { path: path.to_owned(), source };
-        let size = std::fs::metadata(path).map_err(read_err)?.len();
-        if size > MAX_INDEX_BYTES {
-            return Err(IndexError::TooLarge { path: path.to_owned(), size });
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if !meta.is_file() {
+            let e = std::io::Error::other("not a regular file");
+            return Err(read_err(e));
         }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        if meta.len() > MAX_INDEX_BYTES {
+            return Err(IndexError::TooLarge { path: path.to_owned(), size: meta.len() });
+        }
+        // Bounded even if the file grows while it is read.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .map_err(read_err)?
+            .take(MAX_INDEX_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_INDEX_BYTES {
+            return Err(IndexError::TooLarge { path: path.to_owned(), size: bytes.len() as u64 });
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error())))?;
         Self::parse(path, &text)
     }
 

@@ -20,6 +20,66 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
+/// Creates `dir` below `root` so that every folder from `root` down is a real directory: a
+/// symlink or file planted on the way is removed, never followed out of `root`.
+pub fn ensure_dir_within(root: &Path, dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(root)?;
+    let Ok(below) = dir.strip_prefix(root) else { return ensure_dir(dir) };
+    let mut path = root.to_owned();
+    for part in below.components() {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "not a directory (a planted link?): replacing it");
+                fs::remove_file(&path)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match fs::create_dir(&path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Opens a partial download for writing without following a symlink at its name (a link
+/// planted there is removed first, and `O_NOFOLLOW` closes the race).
+pub fn open_partial(path: &Path, truncate: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        tracing::warn!(path = %path.display(), "not a regular file (a planted link?): removing it");
+        fs::remove_file(path)?;
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(truncate)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens a file for reading without following a symlink at its name.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// The length of the regular file at `path` (0 for none, or for anything else at that name).
+pub fn regular_len(path: &Path) -> u64 {
+    fs::symlink_metadata(path).ok().filter(std::fs::Metadata::is_file).map_or(0, |m| m.len())
+}
+
+/// Whether `name` is a temp name of this module left by another process: `.{..}.{pid}.{n}.tmp`.
+pub fn is_stale_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };
+    let mut parts = rest.rsplitn(3, '.');
+    let (Some(n), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    n.parse::<u64>().is_ok() && pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id())
+}
+
 /// fsync of a directory, so a rename in it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -41,7 +101,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ensure_dir(parent(path))?;
     let temp = temp_beside(path);
     let result = (|| {
-        let mut file = File::create(&temp)?;
+        // create_new: never opens through a link planted at the temp name.
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;

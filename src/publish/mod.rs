@@ -100,7 +100,10 @@ impl Layout {
         match stamp {
             Some(stamp) if self.links_in_place(item, stamp.commit.as_deref()) => State::Published,
             Some(stamp) => State::NeedsLinks { commit: stamp.commit },
-            None if item.blob_path.is_file() => State::Unverified,
+            // Only a regular file counts: a link at the blob's name is replaced, not adopted.
+            None if std::fs::symlink_metadata(&item.blob_path).is_ok_and(|m| m.is_file()) => {
+                State::Unverified
+            }
             None => State::Missing,
         }
     }
@@ -142,21 +145,71 @@ impl Layout {
     pub fn link(&self, item: &Item, commit: Option<&str>) -> io::Result<()> {
         if let Source::Hub(hub) = &item.source {
             let repo = self.cache_dir.join(hub.cache_folder());
-            fsx::ensure_dir(&repo.join("snapshots"))?;
+            fsx::ensure_dir_within(&self.cache_dir, &repo.join("snapshots"))?;
             if let Some(commit) = commit {
                 let snapshot = repo.join("snapshots").join(commit).join(&hub.path);
+                fsx::ensure_dir_within(&self.cache_dir, snapshot.parent().unwrap_or(&repo))?;
                 fsx::replace_symlink(&snapshot_target(&hub.path, item.sha256.as_str()), &snapshot)?;
                 if hub.revision != commit {
                     // Last: a reader that finds the ref finds the snapshot and the blob.
                     let reference = repo.join("refs").join(&hub.revision);
+                    fsx::ensure_dir_within(&self.cache_dir, reference.parent().unwrap_or(&repo))?;
                     if std::fs::read_to_string(&reference).ok().as_deref() != Some(commit) {
                         fsx::write_atomic(&reference, commit.as_bytes())?;
                     }
                 }
             }
         }
+        let chakra_link = self.chakra_link(item);
+        for link in [&item.store_path, &chakra_link] {
+            fsx::ensure_dir_within(&self.store_dir, link.parent().unwrap_or(&self.store_dir))?;
+        }
         fsx::replace_symlink(&fsx::relative_target(&item.blob_path, &item.store_path), &item.store_path)?;
-        fsx::replace_symlink(&chakra_target(item), &self.chakra_link(item))
+        fsx::replace_symlink(&chakra_target(item), &chakra_link)
+    }
+
+    /// The root a model's blob lives under: the Hub cache, or the state folder.
+    fn blob_root(&self, item: &Item) -> PathBuf {
+        match item.source {
+            Source::Hub(_) => self.cache_dir.clone(),
+            Source::Url(_) => self.state_dir(),
+        }
+    }
+
+    /// Creates the folder of `item`'s blob and partial file, every level a real directory.
+    pub fn prepare_item(&self, item: &Item) -> io::Result<()> {
+        fsx::ensure_dir_within(&self.blob_root(item), item.blob_path.parent().unwrap_or(&self.cache_dir))
+    }
+
+    /// Removes what a killed run left: temp names of atomic replacements, and partial downloads
+    /// (with their sidecars) of files no model in `items` needs any more. Run under the lock.
+    pub fn sweep(&self, items: &[Item]) {
+        let wanted: std::collections::HashSet<&str> = items.iter().map(|i| i.sha256.as_str()).collect();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for item in items {
+            dirs.extend(item.blob_path.parent().map(Path::to_path_buf));
+            dirs.extend(item.store_path.parent().map(Path::to_path_buf));
+            dirs.extend(self.chakra_link(item).parent().map(Path::to_path_buf));
+            if let Source::Hub(hub) = &item.source {
+                dirs.push(self.cache_dir.join(hub.cache_folder()).join("refs"));
+            }
+        }
+        dirs.push(self.state_dir().join("stamps"));
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stale_partial = name.split_once(PARTIAL_SUFFIX).is_some_and(|(sha, rest)| {
+                    (rest.is_empty() || rest == ".chunks") && !wanted.contains(sha)
+                });
+                if fsx::is_stale_temp(&name) || stale_partial {
+                    tracing::info!(path = %entry.path().display(), "removing what an earlier run left");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 }
 

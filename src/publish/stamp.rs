@@ -40,7 +40,8 @@ impl Stamp {
 
     /// Whether the file at `blob` is still the one stamped.
     pub fn matches(&self, blob: &Path) -> bool {
-        std::fs::metadata(blob).is_ok_and(|meta| {
+        // symlink_metadata: a link planted at the blob's name is never the stamped file.
+        std::fs::symlink_metadata(blob).is_ok_and(|meta| {
             meta.is_file()
                 && meta.len() == self.size
                 && meta.ino() == self.inode
