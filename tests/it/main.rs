@@ -2,13 +2,20 @@
 //! `models-fetch` executable.
 
 mod config;
+mod crash;
 mod daemon;
+mod diskfull;
 mod e2e;
 mod entry;
 mod faults;
+mod fuzz_corpus;
+mod harness;
+mod hostile;
 mod journal;
+mod matrix;
 mod nix;
 mod origin;
+mod secrets;
 mod sync;
 mod util;
 mod validate;

@@ -1,0 +1,3 @@
+//! The properties the fuzz targets check (see `properties.rs`).
+
+pub mod properties;
