@@ -428,11 +428,30 @@ struct Measured {
     elapsed: Duration,
 }
 
+/// Forks and execs the command from a small Python process and reports the command's own
+/// peak RSS. A child forked straight from this big, multi-threaded test process would start
+/// with this process's RSS high-water mark (Linux carries it over at fork and exec), so its
+/// `ru_maxrss` would measure the test harness, not models-fetch.
+const MEASURE_PY: &str = "import os,sys,signal\npid=os.fork()\nif pid==0:\n    os.execvp(sys.argv[1],sys.argv[1:])\n_,st,ru=os.wait4(pid,0)\nsys.stderr.write('\\nMAXRSS_KIB=%d\\n'%ru.ru_maxrss)\nsys.stderr.flush()\nif os.WIFSIGNALED(st):\n    signal.signal(os.WTERMSIG(st),signal.SIG_DFL)\n    os.kill(os.getpid(),os.WTERMSIG(st))\nsys.exit(os.WEXITSTATUS(st))\n";
+
 /// Runs `command` to its end (killed after `limit`), with an address-space limit of `as_limit`
 /// bytes as a safety net, and measures its peak RSS.
-#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which also gives its rusage")]
-fn measured(mut command: Command, limit: Duration, as_limit: u64) -> Measured {
-    // SAFETY: setrlimit is async-signal-safe; it only limits the child.
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4")]
+fn measured(original: Command, limit: Duration, as_limit: u64) -> Measured {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(MEASURE_PY).arg(original.get_program()).args(original.get_args());
+    if let Some(dir) = original.get_current_dir() {
+        command.current_dir(dir);
+    }
+    for (key, value) in original.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command.stdin(Stdio::null()).process_group(0);
+    // SAFETY: setrlimit is async-signal-safe; it only limits the child (and what it execs).
     unsafe {
         command.pre_exec(move || {
             let rlimit = libc::rlimit { rlim_cur: as_limit, rlim_max: as_limit };
@@ -455,26 +474,30 @@ fn measured(mut command: Command, limit: Duration, as_limit: u64) -> Measured {
     let stderr = pipe(Box::new(child.stderr.take().expect("stderr")));
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: wait4 on our own child, writing into locals we own.
-        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        // SAFETY: waitpid on our own child, writing into a local we own.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if done == pid {
             break;
         }
         if start.elapsed() > limit {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: kill(2) on our own child's process group (it and what it forked).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = format!("{}{}", stdout.join().expect("stdout"), stderr.join().expect("stderr"));
+    let stderr = stderr.join().expect("stderr");
+    let max_rss_kib = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("MAXRSS_KIB=").and_then(|n| n.trim().parse().ok()))
+        .unwrap_or(i64::MAX);
+    let out = format!("{}{stderr}", stdout.join().expect("stdout"));
     Measured {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         out,
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib,
         elapsed: start.elapsed(),
     }
 }
