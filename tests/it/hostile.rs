@@ -438,7 +438,6 @@ const MEASURE_PY: &str = "import os,sys,signal\npid=os.fork()\nif pid==0:\n    o
 /// bytes as a safety net, and measures its peak RSS.
 #[allow(clippy::zombie_processes, reason = "the child is reaped by wait4")]
 fn measured(original: Command, limit: Duration, as_limit: u64) -> Measured {
-    use std::os::unix::process::CommandExt;
     let mut command = Command::new("python3");
     command.arg("-c").arg(MEASURE_PY).arg(original.get_program()).args(original.get_args());
     if let Some(dir) = original.get_current_dir() {
