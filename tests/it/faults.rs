@@ -523,62 +523,46 @@ fn connection_reset_before_any_answer_is_retried() {
     assert!(case.origin.requests_to(Route::HubHead).len() >= 3);
 }
 
-#[test]
-fn hub_503_is_retried_after_its_retry_after() {
+/// Serves the file with `fault` once on `route`, and checks that the retry came no sooner
+/// than `at_least` after the refused request, and that the file was published.
+fn assert_waits_after(route: Route, fault: Fault, at_least: Duration) {
     let case = Case::new();
     let blob = case.serve("2.0.0", data(1, SIZE));
-    let fault = Fault::status(503, &[("Retry-After", "1")]);
-    case.origin.add(Rule::once(Route::HubHead, fault.clone()));
+    case.origin.add(Rule::once(route, fault.clone()));
     case.sync().assert_ok();
     case.assert_published(&blob);
     let requests = case.origin.requests();
     let (refused, next) = around(&requests, &fault);
     let waited = next.at - refused.at;
-    assert!(
-        waited >= Duration::from_millis(900),
-        "Retry-After: 1 was not honoured: retried after {waited:?}"
+    assert!(waited >= at_least, "{fault:?} was not honoured: retried after {waited:?}");
+}
+
+#[test]
+fn hub_503_is_retried_after_its_retry_after() {
+    assert_waits_after(
+        Route::HubHead,
+        Fault::status(503, &[("Retry-After", "1")]),
+        Duration::from_millis(900),
     );
 }
 
 #[test]
 fn cdn_429_is_retried_after_its_retry_after() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    let fault = Fault::status(429, &[("Retry-After", "1")]);
-    case.origin.add(Rule::once(Route::Cdn, fault.clone()));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let requests = case.origin.requests();
-    let (refused, next) = around(&requests, &fault);
-    let waited = next.at - refused.at;
-    assert!(
-        waited >= Duration::from_millis(900),
-        "Retry-After: 1 was not honoured: retried after {waited:?}"
-    );
+    assert_waits_after(Route::Cdn, Fault::status(429, &[("Retry-After", "1")]), Duration::from_millis(900));
 }
 
 #[test]
 fn retry_after_as_an_http_date_is_honoured() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
     let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
-    let fault = Fault::status(503, &[("Retry-After", &when)]);
-    case.origin.add(Rule::once(Route::HubHead, fault.clone()));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let requests = case.origin.requests();
-    let (refused, next) = around(&requests, &fault);
-    let waited = next.at - refused.at;
-    assert!(
-        waited >= Duration::from_millis(900),
-        "Retry-After: {when} was not honoured: retried after {waited:?}"
+    assert_waits_after(
+        Route::HubHead,
+        Fault::status(503, &[("Retry-After", &when)]),
+        Duration::from_millis(900),
     );
 }
 
 #[test]
 fn hub_rate_limit_header_sets_the_wait() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
     let fault = Fault::status(
         429,
         &[
@@ -586,13 +570,7 @@ fn hub_rate_limit_header_sets_the_wait() {
             ("RateLimit-Policy", "\"fixed window\";\"resolvers\";q=3000;w=300"),
         ],
     );
-    case.origin.add(Rule::once(Route::HubHead, fault.clone()));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let requests = case.origin.requests();
-    let (refused, next) = around(&requests, &fault);
-    let waited = next.at - refused.at;
-    assert!(waited >= Duration::from_millis(900), "RateLimit t=1 was not honoured: retried after {waited:?}");
+    assert_waits_after(Route::HubHead, fault, Duration::from_millis(900));
 }
 
 #[test]
