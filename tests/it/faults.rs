@@ -9,13 +9,12 @@
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sha2::Digest;
-
-use crate::origin::{Blob, Fault, Host, Origin, Request, Route, Rule, SIGNATURE_MARKER, hex};
+use crate::harness::{Run, canonical, data, run_with_limit, sha256_hex};
+use crate::origin::{Blob, Fault, Host, Origin, Request, Route, Rule, SIGNATURE_MARKER};
 use crate::util::{temp_dir, write};
 
 /// A model of the index and where the Hub has it.
@@ -50,39 +49,14 @@ const SIZE: usize = 1536 * 1024;
 /// A run that takes longer than this is killed and fails the test.
 const RUN_LIMIT: Duration = Duration::from_secs(45);
 
-/// `len` reproducible pseudo-random bytes.
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&sha2::Sha256::digest(bytes))
-}
-
-/// One run of `models-fetch sync`.
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-    /// stdout and stderr.
-    out: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn assert_ok(&self) {
-        assert_eq!(self.code, Some(0), "sync failed after {:?}:\n{}", self.elapsed, self.out);
-    }
-
+/// A failed `sync` of [`AJNA`] (any non-zero exit), for the tests below.
+trait Refused {
     /// A non-zero exit; stderr names [`AJNA`] and one of `reasons` (any case) on one line.
-    fn assert_failed(&self, reasons: &[&str]) {
+    fn assert_refused(&self, reasons: &[&str]);
+}
+
+impl Refused for Run {
+    fn assert_refused(&self, reasons: &[&str]) {
         assert!(self.code.is_some(), "sync was killed after {RUN_LIMIT:?}:\n{}", self.out);
         assert_ne!(self.code, Some(0), "sync succeeded but should have failed:\n{}", self.out);
         let named = self.stderr.lines().map(str::to_lowercase).any(|line| {
@@ -294,40 +268,6 @@ impl Case {
     }
 }
 
-fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|e| panic!("{} does not resolve: {e}", path.display()))
-}
-
-/// Runs `command`, killing it after `limit` or when `kill` says so; stdout and stderr together.
-fn run_with_limit(mut command: Command, limit: Duration, kill: &dyn Fn() -> bool) -> Run {
-    let start = Instant::now();
-    let mut child =
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("models-fetch starts");
-    let pipe = |mut reader: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = reader.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = pipe(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = pipe(Box::new(child.stderr.take().expect("stderr")));
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        let timed_out = start.elapsed() > limit;
-        if timed_out || kill() {
-            let _ = child.kill();
-            let status = child.wait().expect("wait");
-            break if timed_out { None } else { status.code() };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (stdout, stderr) = (stdout.join().expect("stdout"), stderr.join().expect("stderr"));
-    Run { code, out: format!("{stdout}{stderr}"), stderr, elapsed: start.elapsed() }
-}
-
 /// The request that got `fault`, and the one after it (on any server).
 fn around<'a>(requests: &'a [Request], fault: &Fault) -> (&'a Request, &'a Request) {
     let at = requests.iter().position(|r| r.fault.as_ref() == Some(fault)).expect("the fault was served");
@@ -395,7 +335,7 @@ fn partial_download_survives_a_failed_run_and_is_resumed() {
     let blob = case.serve("2.0.0", data(1, SIZE));
     // Every answer breaks after 200 KiB: 4 tries get 800 KiB of the 1.5 MiB, then the run fails.
     case.origin.add(Rule::always(Route::Cdn, Fault::ResetAfter(200 * 1024)));
-    case.sync().assert_failed(&["connection", "reset", "broke"]);
+    case.sync().assert_refused(&["connection", "reset", "broke"]);
     let kept = std::fs::metadata(case.partial(&blob)).map_or(0, |m| m.len());
     let ranges: Vec<_> = case.origin.requests_to(Route::Cdn).iter().map(Request::range).collect();
     assert!(
@@ -654,7 +594,7 @@ fn one_failing_model_does_not_stop_the_others() {
     let bad = case.origin.publish(AJNA.repo, AJNA.filename, data(4, SIZE));
     case.write_index(&[(AJNA, "2.0.0", &bad), (ANAHATA, "1.0.0", &good)]);
     case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(7)).for_target(&bad.sha256));
-    case.sync().assert_failed(&["sha256", "checksum"]);
+    case.sync().assert_refused(&["sha256", "checksum"]);
     case.assert_not_published(&bad);
     case.assert_published_as(ANAHATA, &good);
 }
@@ -665,7 +605,7 @@ fn flipped_byte_fails_the_checksum_and_keeps_the_previous_version() {
     let v1 = case.published_v1();
     let v2 = case.serve_v2();
     case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(SIZE / 3)));
-    case.sync().assert_failed(&["sha256", "checksum", "hash", "digest"]);
+    case.sync().assert_refused(&["sha256", "checksum", "hash", "digest"]);
     case.assert_not_published(&v2);
     case.assert_published(&v1);
 }
@@ -676,7 +616,7 @@ fn body_longer_than_the_index_size_is_refused() {
     let v1 = case.published_v1();
     let v2 = case.serve_v2();
     case.origin.add(Rule::always(Route::Cdn, Fault::Longer(4096)));
-    case.sync().assert_failed(&["size", "long", "bytes"]);
+    case.sync().assert_refused(&["size", "long", "bytes"]);
     case.assert_not_published(&v2);
     case.assert_published(&v1);
 }
@@ -687,7 +627,7 @@ fn body_shorter_than_the_index_size_is_refused() {
     let v1 = case.published_v1();
     let v2 = case.serve_v2();
     case.origin.add(Rule::always(Route::Cdn, Fault::Shorter(4096)));
-    case.sync().assert_failed(&["size", "short", "bytes"]);
+    case.sync().assert_refused(&["size", "short", "bytes"]);
     case.assert_not_published(&v2);
     case.assert_published(&v1);
 }
@@ -701,7 +641,7 @@ fn hub_size_disagreeing_with_the_index_fails_before_downloading() {
     case.origin.add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Size", &hub_size)])));
     let cdn_before = case.origin.requests_to(Route::Cdn).len();
     let run = case.sync();
-    run.assert_failed(&["size"]);
+    run.assert_refused(&["size"]);
     for value in [SIZE.to_string(), hub_size] {
         assert!(run.out.contains(&value), "the output does not show {value}:\n{}", run.out);
     }
@@ -720,7 +660,7 @@ fn hub_sha256_disagreeing_with_the_index_fails_before_downloading() {
     case.origin.add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Etag", &etag)])));
     let cdn_before = case.origin.requests_to(Route::Cdn).len();
     let run = case.sync();
-    run.assert_failed(&["sha256", "etag", "checksum", "hash"]);
+    run.assert_refused(&["sha256", "etag", "checksum", "hash"]);
     for value in [&v2.sha256, &hub_sha256] {
         assert!(run.out.contains(value.as_str()), "the output does not show {value}:\n{}", run.out);
     }
@@ -735,7 +675,7 @@ fn redirect_loop_ends_in_an_error() {
     let v1 = case.published_v1();
     let v2 = case.serve_v2();
     case.origin.add(Rule::always(Route::Cdn, Fault::RedirectToSelf));
-    case.sync().assert_failed(&["redirect"]);
+    case.sync().assert_refused(&["redirect"]);
     case.assert_not_published(&v2);
     case.assert_published(&v1);
     let loops = case.origin.requests_to(Route::Cdn).len();
@@ -753,7 +693,7 @@ fn https_to_http_redirect_is_refused() {
     // Version 2 is redirected to the plain-http CDN.
     let v2 = case.serve_v2();
     let run = case.sync();
-    run.assert_failed(&["downgrade", "insecure", "https -> http", "https to http", "plain http", "refus"]);
+    run.assert_refused(&["downgrade", "insecure", "https -> http", "https to http", "plain http", "refus"]);
     assert!(case.origin.requests_to(Route::Cdn).is_empty(), "the http CDN was asked");
     case.assert_not_published(&v2);
     case.assert_published(&v1);
@@ -766,7 +706,7 @@ fn cdn_403_after_resolving_again_is_permanent() {
     let v2 = case.serve_v2();
     let heads_before = case.origin.requests_to(Route::HubHead).len();
     case.origin.add(Rule::always(Route::Cdn, Fault::Expired));
-    case.sync().assert_failed(&["403", "forbidden", "denied", "expired"]);
+    case.sync().assert_refused(&["403", "forbidden", "denied", "expired"]);
     let heads = case.origin.requests_to(Route::HubHead).len() - heads_before;
     assert!((2..=5).contains(&heads), "{heads} resolves: expected one more after the 403, then a stop");
     case.assert_not_published(&v2);
@@ -782,7 +722,7 @@ fn missing_file_404_is_permanent_and_not_retried() {
     let fault =
         Fault::status(404, &[("X-Error-Code", "EntryNotFound"), ("X-Error-Message", "Entry not found")]);
     case.origin.add(Rule::always(Route::HubHead, fault));
-    case.sync().assert_failed(&["404", "not found", "EntryNotFound"]);
+    case.sync().assert_refused(&["404", "not found", "EntryNotFound"]);
     assert_eq!(case.origin.requests_to(Route::HubHead).len() - heads_before, 1, "a 404 was retried");
     case.assert_not_published(&v2);
     case.assert_published(&v1);
@@ -796,7 +736,7 @@ fn unauthorized_401_is_permanent_and_not_retried() {
     let heads_before = case.origin.requests_to(Route::HubHead).len();
     let fault = Fault::status(401, &[("X-Error-Message", "Invalid credentials in Authorization header")]);
     case.origin.add(Rule::always(Route::HubHead, fault));
-    case.sync().assert_failed(&["401", "unauthorized", "credentials", "token"]);
+    case.sync().assert_refused(&["401", "unauthorized", "credentials", "token"]);
     assert_eq!(case.origin.requests_to(Route::HubHead).len() - heads_before, 1, "a 401 was retried");
     case.assert_not_published(&v2);
     case.assert_published(&v1);
@@ -809,7 +749,7 @@ fn retry_after_beyond_the_retry_budget_fails_at_once() {
     let v2 = case.serve_v2();
     case.origin.add(Rule::always(Route::HubHead, Fault::status(429, &[("Retry-After", "3600")])));
     let run = case.sync();
-    run.assert_failed(&["429", "too many requests"]);
+    run.assert_refused(&["429", "too many requests"]);
     assert!(run.elapsed < Duration::from_secs(10), "waited {:?} for an hour-long Retry-After", run.elapsed);
     case.assert_not_published(&v2);
     case.assert_published(&v1);
@@ -823,7 +763,7 @@ fn endless_5xx_fails_within_the_retry_budget_without_leaking_secrets() {
     case.origin.add(Rule::always(Route::Cdn, Fault::status(503, &[])));
     let run = case.sync();
     // `sync` checks the output for the token and the presigned query.
-    run.assert_failed(&["503", "unavailable", "server error"]);
+    run.assert_refused(&["503", "unavailable", "server error"]);
     assert!(run.elapsed < Duration::from_secs(20), "retrying took {:?}", run.elapsed);
     case.assert_not_published(&v2);
     case.assert_published(&v1);
@@ -1012,7 +952,7 @@ fn parallel_download_with_a_flipped_byte_keeps_the_previous_version() {
     let v1 = case.published_v1();
     let v2 = case.serve_v2();
     case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&v2.sha256));
-    case.sync().assert_failed(&["checksum", "sha256"]);
+    case.sync().assert_refused(&["checksum", "sha256"]);
     case.assert_not_published(&v2);
     assert!(chunks_done(&case, &v2).is_empty(), "a sidecar of wrong bytes was kept");
     assert!(!case.partial(&v2).exists(), "a partial file of wrong bytes was kept");

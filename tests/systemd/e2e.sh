@@ -10,7 +10,7 @@
 # the files on disk, and that a bad config (78), a bad index (65) or a missing token file
 # (243/CREDENTIALS) ends "failed" with no restart loop; `systemd-analyze security` <= 1.5 and a
 # clean `systemd-analyze verify` by systemd 252 itself.
-# See /work/shared/reference/systemd-e2e.md for why each host step is needed.
+# See the shared reference systemd-e2e.md for why each host step is needed.
 #
 # Run as root: tests/systemd/e2e.sh. About 20 s with the rootfs cached and the release binary
 # built; the first run also builds the rootfs (about 45 s from the apt mirror), while a cold
