@@ -17,5 +17,6 @@ pub mod plan;
 pub mod publish;
 pub mod report;
 pub mod secret;
+pub mod sink;
 pub mod sync;
 pub mod verify;

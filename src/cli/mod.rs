@@ -163,6 +163,16 @@ impl From<PlanErrors> for Failure {
     }
 }
 
+/// The runtime of `sync` and `run`: one thread. Receiving is light (the hashing and writing
+/// of every download run on threads of their own), and one thread saves the cross-thread
+/// wake-ups a work-stealing pool makes per network read.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Status::IoErr, e))
+}
+
 /// Sets up logging: journald (structured fields, no prefix, so `MODEL_ID` arrives as is) or
 /// human-readable lines on stderr. `MODELS_FETCH_LOG` (an env-filter, e.g. `debug`) sets the
 /// level.

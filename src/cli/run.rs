@@ -15,11 +15,7 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(args: &Args) -> Result<Status, Failure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(Status::IoErr, e))?;
+    let runtime = super::runtime()?;
     runtime.block_on(daemon::run(args.config.config.clone(), Arc::new(SdNotify))).map_err(|e| {
         let status = match &e {
             DaemonError::Config(_) | DaemonError::Plan(_) => Status::Config,

@@ -32,11 +32,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let reporter: Arc<dyn Reporter> = report::for_stderr().into();
     let engine =
         Engine::new(&config, reporter).map_err(|e| Failure::new(Status::Config, anyhow::anyhow!(e)))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(Status::IoErr, e))?;
+    let runtime = super::runtime()?;
     let outcomes = runtime.block_on(engine.sync(&plan));
     println!("{}", report::summary(&plan.items, &outcomes));
 

@@ -269,13 +269,26 @@ impl Http {
         Err(status_error(&final_url, &response, &hint))
     }
 
-    /// Reads the next piece of a body; no byte for `stall_timeout` is a transient error.
+    /// Reads the next piece of a body; no byte for `stall_timeout` is a transient error. When no
+    /// byte comes for `IDLE`, `on_idle` runs first (the caller hands on what it holds, so a
+    /// stalled or slow transfer has its bytes on disk for a resume).
     pub async fn next_chunk(
         &self,
         response: &mut Response,
         url: &str,
+        on_idle: impl FnOnce(),
     ) -> Result<Option<bytes::Bytes>, FetchError> {
-        match tokio::time::timeout(self.stall_timeout, response.chunk()).await {
+        let chunk = response.chunk();
+        tokio::pin!(chunk);
+        let first = IDLE.min(self.stall_timeout);
+        let read = match tokio::time::timeout(first, &mut chunk).await {
+            Ok(read) => Ok(read),
+            Err(_) => {
+                on_idle();
+                tokio::time::timeout(self.stall_timeout - first, &mut chunk).await
+            }
+        };
+        match read {
             Err(_) => Err(FetchError::transient(format!(
                 "{}: stalled, no data for {}",
                 redact(url),
@@ -288,6 +301,9 @@ impl Http {
         }
     }
 }
+
+/// How long a body may be silent before what was received is handed on.
+const IDLE: Duration = Duration::from_millis(200);
 
 /// The client's settings; `only_extra` trusts only `extra` (no system roots).
 fn builder(

@@ -18,7 +18,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::index::HubFile;
 use crate::secret::redact;
-use crate::verify::{self, Expected, Pipeline, Written};
+use crate::sink::{Feed, Sink};
+use crate::verify::{self, Expected};
 
 /// One place to get a file from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +192,9 @@ impl Attempt<'_> {
         if from > 0 && from == self.expected.size {
             // Complete already (a crash between the last byte and the rename): verify it.
             self.resumed = true;
-            return self.finish(Pipeline::start(self.partial, from, self.expected.size)?).await;
+            let sink = Sink::stream(self.partial, from, self.expected.size)?;
+            let feed = sink.feed(from);
+            return self.end(sink, feed, Ok(()), url).await;
         }
         let mut response = match self.http.get(url, from).await {
             Err(e) if e.range_not_satisfiable => {
@@ -232,43 +235,59 @@ impl Attempt<'_> {
                 self.expected.size
             )));
         }
-        let mut pipeline = Pipeline::start(self.partial, from, self.expected.size)?;
+        let sink = Sink::stream(self.partial, from, self.expected.size)?;
+        let mut feed = sink.feed(from);
         (self.progress)(from);
-        loop {
-            let chunk = match self.http.next_chunk(&mut response, url).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => {
-                    pipeline.stop().await;
-                    return Err(e);
-                }
-            };
-            if pipeline.position() + chunk.len() as u64 > self.expected.size {
-                pipeline.stop().await;
+        let received = self.receive(&mut response, url, &mut feed).await;
+        self.end(sink, feed, received, url).await
+    }
+
+    /// Streams the body into `feed` until it ends.
+    async fn receive(
+        &mut self,
+        response: &mut reqwest::Response,
+        url: &str,
+        feed: &mut Feed,
+    ) -> Result<(), FetchError> {
+        while let Some(piece) = self.http.next_chunk(response, url, || drop(feed.flush())).await? {
+            if feed.position() + piece.len() as u64 > self.expected.size {
                 return Err(FetchError::integrity(format!(
                     "{}: the server sent more than the {} bytes of the file",
                     redact(url),
                     self.expected.size
                 )));
             }
-            pipeline.push(&chunk).await?;
-            self.transferred += chunk.len() as u64;
-            (self.progress)(pipeline.position());
+            feed.push(&piece).await?;
+            self.transferred += piece.len() as u64;
+            (self.progress)(feed.position());
         }
-        if pipeline.position() < self.expected.size {
-            let got = pipeline.stop().await;
-            return Err(FetchError::transient(format!(
-                "{}: the connection ended after {got} of {} bytes",
-                redact(url),
-                self.expected.size
-            )));
-        }
-        self.finish(pipeline).await
+        Ok(())
     }
 
-    async fn finish(&mut self, pipeline: Pipeline) -> Result<(), FetchError> {
-        let written: Written = pipeline.finish().await?;
-        verify::check(&written, self.expected)
+    /// Ends a one-stream sink: the file is complete and checked, or whatever was received is
+    /// kept for a resume and the error says how far it got.
+    async fn end(
+        &mut self,
+        sink: Sink,
+        mut feed: Feed,
+        received: Result<(), FetchError>,
+        source: &str,
+    ) -> Result<(), FetchError> {
+        let flushed = feed.flush();
+        drop(feed);
+        let ended = sink.end().await;
+        received?;
+        flushed?;
+        let ended = ended?;
+        match &ended.complete {
+            Some(written) => verify::check(written, self.expected),
+            None => Err(FetchError::transient(format!(
+                "{}: the connection ended after {} of {} bytes",
+                redact(source),
+                ended.prefix(),
+                self.expected.size
+            ))),
+        }
     }
 
     /// Copies from a `file://` mirror through the same verifying pipeline.
@@ -281,30 +300,44 @@ impl Attempt<'_> {
             }
             Err(e) => return Err(FetchError::permanent(format!("{}: {e}", source.display()))),
         };
-        let mut pipeline = Pipeline::start(self.partial, 0, self.expected.size)?;
+        let sink = Sink::stream(self.partial, 0, self.expected.size)?;
+        let mut feed = sink.feed(0);
+        let copied = self.copy_into(&mut file, source, &mut feed).await;
+        self.end(sink, feed, copied, &source.display().to_string()).await
+    }
+
+    async fn copy_into(
+        &mut self,
+        file: &mut tokio::fs::File,
+        source: &Path,
+        feed: &mut Feed,
+    ) -> Result<(), FetchError> {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match file.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    pipeline.stop().await;
-                    return Err(FetchError::permanent(format!("{}: {e}", source.display())));
+                Ok(0) if feed.position() < self.expected.size => {
+                    return Err(FetchError::integrity(format!(
+                        "{}: shorter than the {} bytes of the file ({} bytes)",
+                        source.display(),
+                        self.expected.size,
+                        feed.position()
+                    )));
                 }
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) => return Err(FetchError::permanent(format!("{}: {e}", source.display()))),
             };
-            if pipeline.position() + n as u64 > self.expected.size {
-                pipeline.stop().await;
+            if feed.position() + n as u64 > self.expected.size {
                 return Err(FetchError::integrity(format!(
                     "{}: longer than the {} bytes of the file",
                     source.display(),
                     self.expected.size
                 )));
             }
-            pipeline.push(&buf[..n]).await?;
+            feed.push(&buf[..n]).await?;
             self.transferred += n as u64;
-            (self.progress)(pipeline.position());
+            (self.progress)(feed.position());
         }
-        self.finish(pipeline).await
     }
 }
 

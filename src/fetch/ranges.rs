@@ -1,44 +1,54 @@
-//! Parallel ranged download of one large file: `connections_per_file` requests for chunks of
-//! `chunk_size` (32 MiB by default) land in place in the preallocated partial file; a hasher thread hashes the chunks in
-//! order as soon as the next one is complete (reading it back from the page cache), so the
-//! sha256 is ready when the last chunk lands.
+//! Parallel ranged download of one large file into its preallocated partial file: requests
+//! for ranges of at most `chunk_size` bytes (32 MiB by default), taken in file order, land in
+//! place; the sink hashes them in order (from memory when a range is the next in order, read
+//! back from the file otherwise), so the sha256 is ready when the last byte lands.
 //!
-//! A sidecar, `{partial}.chunks`, records the chunks that are on disk; it is replaced after
-//! each chunk's bytes are written back (`sync_file_range`), so a crash loses at most the chunks
-//! in flight. The sidecar names the expected sha256 and size: a partial of other content is
-//! never resumed. A server that ignores `Range` makes the caller fall back to one stream.
+//! Connections are added while the network is the bottleneck (`Ramp`): one starts, and every
+//! `RAMP_EVERY` another one (up to `connections_per_file`) when the receivers did not have to
+//! wait for the hasher and writer, kept only when it made the download faster. A fast origin is
+//! read over one connection, in order, with no byte read back; a slow one gets as many as help.
+//!
+//! A sidecar, `{partial}.chunks`, records the byte ranges on disk, rewritten in place every few
+//! MiB, so a crash loses only the bytes in flight (the pool's few MiB). It names the expected
+//! sha256 and size: a partial of other content is never resumed. It is not fsync'd each time:
+//! after a power cut it may name bytes the disk lost, and then the final digest fails, the
+//! caller starts over once without the partial file, and nothing wrong is published. A server
+//! that ignores `Range` makes the caller fall back to one stream.
 
-use std::collections::BTreeSet;
-use std::fs::File;
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::future::try_join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rangemap::RangeSet;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::{FetchError, Http, Progress};
-use crate::digest::Sha256Hex;
 use crate::publish::fsx;
 use crate::secret::redact;
+use crate::sink::{Recorder, Sink, disk};
 use crate::verify::{Expected, Written};
 
-const SLICE: usize = 64 << 10;
+/// How often the connection count is reconsidered.
+const RAMP_EVERY: Duration = Duration::from_millis(200);
+/// Another connection is opened when receivers waited for the disk less than this share of
+/// the time, and the hasher was busy less than that share.
+const RAMP_BELOW: f64 = 0.2;
+const HASHER_BUSY_BELOW: f64 = 0.5;
 
-/// The chunks of a partial file that are on disk.
+/// The byte ranges of a partial file that are on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Sidecar {
     sha256: String,
     size: u64,
-    chunk: u64,
-    done: BTreeSet<u64>,
+    written: Vec<(u64, u64)>,
 }
 
 /// The sidecar of a partial file.
@@ -51,20 +61,28 @@ pub fn sidecar_path(partial: &Path) -> PathBuf {
 /// How a parallel download ended when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
-    /// The partial file holds the whole file, written back; the digest is checked by the caller.
+    /// The partial file holds the whole file, fsync'd; the digest is checked by the caller.
     Done(Written),
     /// The server does not honour `Range`: the partial file and sidecar are gone; stream instead.
     NoRanges,
 }
 
-/// Messages to the writer thread: bytes at an offset, then "chunk i is complete".
-enum Write {
-    At(u64, Bytes),
-    Complete(u64),
+/// What the connections share.
+struct Shared<'a> {
+    http: &'a Http,
+    url: &'a str,
+    expected: &'a Expected,
+    queue: Mutex<VecDeque<(u64, u64)>>,
+    received: AtomicU64,
+    /// Connections running, and how many the ramp wants.
+    active: AtomicUsize,
+    wanted: AtomicUsize,
+    transferred: &'a AtomicU64,
+    progress: Progress<'a>,
 }
 
-/// Downloads `url` into `partial` over several connections. `transferred` counts bytes
-/// received.
+/// Downloads `url` into `partial` over up to `connections_per_file` connections.
+/// `transferred` counts bytes received.
 pub async fn download(
     http: &Http,
     url: &str,
@@ -75,249 +93,265 @@ pub async fn download(
 ) -> Result<Ended, FetchError> {
     let local = |doing: &str, e: &io::Error| FetchError::local(&format!("{doing} {}", partial.display()), e);
     let sidecar_file = sidecar_path(partial);
-    let chunk = http.chunk_size;
-    let chunks = expected.size.div_ceil(chunk);
-    let sidecar =
-        resume_or_start(partial, &sidecar_file, expected, chunk).map_err(|e| local("cannot prepare", &e))?;
-    let pending: Vec<u64> = (0..chunks).filter(|i| !sidecar.done.contains(i)).collect();
-    if !sidecar.done.is_empty() {
-        tracing::info!(chunks_done = sidecar.done.len(), chunks, url = %redact(url), "resuming a parallel download");
+    let on_disk =
+        resume_or_start(partial, &sidecar_file, expected).map_err(|e| local("cannot prepare", &e))?;
+    let done: u64 = on_disk.iter().map(|r| r.end - r.start).sum();
+    if done > 0 {
+        tracing::info!(bytes_on_disk = done, url = %redact(url), "resuming a parallel download");
     }
-    let done_bytes = sidecar.done.iter().map(|&i| chunk_len(i, chunk, expected.size)).sum::<u64>();
-    let received = AtomicU64::new(done_bytes);
-    progress(done_bytes);
-
-    let file = fsx::open_partial(partial, false).map_err(|e| local("cannot open", &e))?;
-    let reader = fsx::open_nofollow(partial).map_err(|e| local("cannot read", &e))?;
-    let (to_writer, writes) = mpsc::channel::<Write>(16);
-    let (to_hasher, completed) = std::sync::mpsc::channel::<u64>();
-    for &i in &sidecar.done {
-        let _ = to_hasher.send(i);
-    }
-    let size = expected.size;
-    let writer = {
-        let sidecar_file = sidecar_file.clone();
-        std::thread::Builder::new()
-            .name("range-writer".into())
-            .spawn(move || write_loop(&file, writes, sidecar, &sidecar_file, &to_hasher))
-            .map_err(|e| local("cannot start a writer thread for", &e))?
+    let recorder = recorder(&sidecar_file, expected).map_err(|e| local("cannot open the sidecar of", &e))?;
+    let queue = requests(&on_disk, expected.size, http.chunk_size);
+    let most = http.connections_per_file.max(1);
+    let sink = Sink::start(partial, expected.size, on_disk, most, Some(recorder))?;
+    let shared = Shared {
+        http,
+        url,
+        expected,
+        queue: Mutex::new(queue),
+        received: AtomicU64::new(done),
+        active: AtomicUsize::new(1),
+        wanted: AtomicUsize::new(1),
+        transferred,
+        progress,
     };
-    let hasher = std::thread::Builder::new()
-        .name("range-hasher".into())
-        .spawn(move || hash_loop(&reader, size, chunk, &completed))
-        .map_err(|e| local("cannot start a hasher thread for", &e))?;
+    progress(done);
 
-    let next = Mutex::new(pending.into_iter());
-    let workers = (0..http.connections_per_file.max(1))
-        .map(|_| worker(http, url, expected, &next, &to_writer, &received, transferred, progress));
-    let outcome = try_join_all(workers).await;
-    drop(to_writer);
-    let writer_result = tokio::task::spawn_blocking(move || writer.join()).await;
-    let written = match (outcome, writer_result) {
-        (Err(e), _) => Err(e),
-        (Ok(_), Ok(Ok(Ok(())))) => Ok(()),
-        (Ok(_), Ok(Ok(Err(e)))) => Err(local("writing", &e)),
-        (Ok(_), _) => Err(local("writing", &io::Error::other("the writer thread failed"))),
-    };
-    let digest = tokio::task::spawn_blocking(move || hasher.join()).await;
-    match written {
+    let outcome = connections(&shared, &sink, most).await;
+    let ended = sink.end().await;
+    match outcome {
         Err(e) if e.message == NO_RANGES => {
             remove(partial);
-            Ok(Ended::NoRanges)
+            return Ok(Ended::NoRanges);
         }
-        Err(e) => Err(e),
-        Ok(()) => match digest {
-            Ok(Ok(Ok(hasher))) => {
-                let _ = std::fs::remove_file(&sidecar_file);
-                Ok(Ended::Done(Written { sha256: Sha256Hex::from_hasher(hasher), size }))
-            }
-            Ok(Ok(Err(e))) => Err(local("hashing", &e)),
-            _ => Err(local("hashing", &io::Error::other("the hasher thread failed"))),
-        },
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    match ended?.complete {
+        Some(written) => {
+            let _ = std::fs::remove_file(&sidecar_file);
+            Ok(Ended::Done(written))
+        }
+        None => Err(local("writing", &io::Error::other("the download ended with bytes missing"))),
     }
 }
 
+/// Runs connections until the queue is empty, adding one while that makes the download faster.
+async fn connections(shared: &Shared<'_>, sink: &Sink, most: usize) -> Result<(), FetchError> {
+    let mut running = FuturesUnordered::new();
+    running.push(connection(shared, sink));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + RAMP_EVERY, RAMP_EVERY);
+    let mut ramp = Ramp::new(most, shared.received.load(Ordering::Relaxed));
+    loop {
+        tokio::select! {
+            finished = running.next() => match finished {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(())) => {}
+            },
+            _ = ticks.tick() => {
+                let work_left = !shared.queue.lock().expect("queue lock").is_empty();
+                let received = shared.received.load(Ordering::Relaxed);
+                let load = Load { waited_ns: sink.backpressure_ns(), hashing_ns: sink.hasher_busy_ns() };
+                match ramp.tick(received, load, work_left) {
+                    Step::Open => {
+                        shared.active.fetch_add(1, Ordering::Relaxed);
+                        shared.wanted.store(ramp.wanted, Ordering::Relaxed);
+                        running.push(connection(shared, sink));
+                    }
+                    Step::Close => shared.wanted.store(ramp.wanted, Ordering::Relaxed),
+                    Step::Stay => {}
+                }
+            }
+        }
+    }
+}
+
+/// What the ramp decides at a tick.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Open,
+    Close,
+    Stay,
+}
+
+/// The connection count: one more while the network is the bottleneck (the receivers do not
+/// wait for the disk, and the hasher idles more than half the time, so even twice the speed
+/// would not make the hash the limit) and the last one added made the download faster; the
+/// last one added is closed (when its range is done) and the ramp stops when it did not. So a
+/// fast origin is read over one connection, in order, and a slow one gets as many as help.
+struct Ramp {
+    most: usize,
+    wanted: usize,
+    received: u64,
+    load: Load,
+    /// Bytes per tick before the last connection was added, and ticks left to judge it.
+    trial: Option<(u64, u32, u64)>,
+    stopped: bool,
+}
+
+impl Ramp {
+    fn new(most: usize, received: u64) -> Self {
+        Self { most, wanted: 1, received, load: Load::default(), trial: None, stopped: most <= 1 }
+    }
+
+    fn tick(&mut self, received: u64, load: Load, work_left: bool) -> Step {
+        let bytes = received - self.received;
+        let tick = RAMP_EVERY.as_nanos() as f64;
+        let waited = load.waited_ns.saturating_sub(self.load.waited_ns) as f64 / tick;
+        let hashing = load.hashing_ns.saturating_sub(self.load.hashing_ns) as f64 / tick;
+        (self.received, self.load) = (received, load);
+        if let Some((before, ticks_left, since)) = self.trial.take() {
+            if ticks_left > 1 {
+                self.trial = Some((before, ticks_left - 1, since + bytes));
+                return Step::Stay;
+            }
+            let rate = (since + bytes) / u64::from(TRIAL_TICKS);
+            if (rate as f64) < before as f64 * RAMP_GAIN {
+                tracing::debug!(
+                    connections = self.wanted - 1,
+                    "one more connection did not help: staying at fewer"
+                );
+                self.wanted -= 1;
+                self.stopped = true;
+                return Step::Close;
+            }
+        }
+        let network_bound = waited < RAMP_BELOW && hashing < HASHER_BUSY_BELOW;
+        if self.stopped || !work_left || self.wanted >= self.most || !network_bound || bytes == 0 {
+            return Step::Stay;
+        }
+        self.wanted += 1;
+        self.trial = Some((bytes, TRIAL_TICKS, 0));
+        tracing::debug!(connections = self.wanted, "the network is the bottleneck: one more connection");
+        Step::Open
+    }
+}
+
+/// Time the sink spent so far: receivers waiting for a buffer, the hasher busy.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    waited_ns: u64,
+    hashing_ns: u64,
+}
+
+/// Ticks a new connection has to show it helps, and the speed-up it must bring.
+const TRIAL_TICKS: u32 = 2;
+const RAMP_GAIN: f64 = 1.15;
+
 const NO_RANGES: &str = "the server does not honour Range";
 
-/// One connection: takes the next pending chunk until none is left.
-#[allow(clippy::too_many_arguments)]
-async fn worker(
-    http: &Http,
-    url: &str,
-    expected: &Expected,
-    next: &Mutex<std::vec::IntoIter<u64>>,
-    to_writer: &mpsc::Sender<Write>,
-    received: &AtomicU64,
-    transferred: &AtomicU64,
-    progress: Progress<'_>,
-) -> Result<(), FetchError> {
+/// One connection: takes the next range from the queue until none is left.
+async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> {
+    let Shared { http, url, expected, .. } = *shared;
     loop {
-        let Some(i) = next.lock().expect("chunk queue").next() else { return Ok(()) };
-        let start = i * http.chunk_size;
-        let end = start + chunk_len(i, http.chunk_size, expected.size) - 1;
+        let surplus = |active: usize| (active > shared.wanted.load(Ordering::Relaxed)).then(|| active - 1);
+        if shared.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, surplus).is_ok() {
+            return Ok(());
+        }
+        let Some((start, end)) = shared.queue.lock().expect("queue lock").pop_front() else { return Ok(()) };
+        let last = end - 1;
         let _permit = http.host_permit(url).await;
-        let mut response = http.get_range(url, start, end).await?;
+        let mut response = http.get_range(url, start, last).await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
             return Err(FetchError::transient(NO_RANGES));
         }
         if !super::http::content_range_is(
             response.headers().get(reqwest::header::CONTENT_RANGE),
             start,
-            end,
+            last,
             expected.size,
         ) {
             return Err(FetchError::integrity(format!(
-                "{}: wrong Content-Range for bytes {start}-{end} of {}",
+                "{}: wrong Content-Range for bytes {start}-{last} of {}",
                 redact(url),
                 expected.size
             )));
         }
-        let mut offset = start;
-        while let Some(piece) = http.next_chunk(&mut response, url).await? {
-            if offset + piece.len() as u64 > end + 1 {
-                return Err(FetchError::integrity(format!(
-                    "{}: more than the {} bytes asked for (bytes {start}-{end})",
-                    redact(url),
-                    end + 1 - start
-                )));
+        let mut feed = sink.feed(start);
+        let received = async {
+            while let Some(piece) = http.next_chunk(&mut response, url, || drop(feed.flush())).await? {
+                if feed.position() + piece.len() as u64 > end {
+                    return Err(FetchError::integrity(format!(
+                        "{}: more than the {} bytes asked for (bytes {start}-{last})",
+                        redact(url),
+                        end - start
+                    )));
+                }
+                feed.push(&piece).await?;
+                let n = piece.len() as u64;
+                shared.transferred.fetch_add(n, Ordering::Relaxed);
+                (shared.progress)(shared.received.fetch_add(n, Ordering::Relaxed) + n);
             }
-            let n = piece.len() as u64;
-            if to_writer.send(Write::At(offset, piece)).await.is_err() {
-                return Err(FetchError::local(
-                    "writing the partial file",
-                    &io::Error::other("the writer stopped"),
-                ));
-            }
-            offset += n;
-            transferred.fetch_add(n, Ordering::Relaxed);
-            progress(received.fetch_add(n, Ordering::Relaxed) + n);
+            Ok(())
         }
-        if offset != end + 1 {
+        .await;
+        // What arrived is kept for a resume, whatever happened next.
+        let flushed = feed.flush();
+        received?;
+        flushed?;
+        if feed.position() != end {
             return Err(FetchError::transient(format!(
-                "{}: the connection ended after {} of {} bytes of chunk {i}",
+                "{}: the connection ended after {} of the {} bytes {start}-{last}",
                 redact(url),
-                offset - start,
-                end + 1 - start
+                feed.position() - start,
+                end - start
             )));
-        }
-        if to_writer.send(Write::Complete(i)).await.is_err() {
-            return Err(FetchError::local(
-                "writing the partial file",
-                &io::Error::other("the writer stopped"),
-            ));
         }
     }
 }
 
-fn chunk_len(i: u64, chunk: u64, size: u64) -> u64 {
-    chunk.min(size - i * chunk)
+/// The requests for the bytes not on disk, in file order, none crossing a multiple of `chunk`.
+fn requests(on_disk: &RangeSet<u64>, size: u64, chunk: u64) -> VecDeque<(u64, u64)> {
+    let chunk = chunk.max(1);
+    let mut queue = VecDeque::new();
+    for gap in on_disk.gaps(&(0..size)) {
+        let mut at = gap.start;
+        while at < gap.end {
+            let next = ((at / chunk + 1) * chunk).min(gap.end);
+            queue.push_back((at, next));
+            at = next;
+        }
+    }
+    queue
 }
 
-/// The sidecar to continue with: the existing one when it belongs to this file and the partial
-/// file is whole-size; otherwise a fresh, empty one (sidecar first, then the preallocated file).
-fn resume_or_start(
-    partial: &Path,
-    sidecar_file: &Path,
-    expected: &Expected,
-    chunk: u64,
-) -> io::Result<Sidecar> {
-    let existing: Option<Sidecar> =
-        std::fs::read(sidecar_file).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let partial_len = fsx::regular_len(partial);
+/// The ranges on disk to continue from: the sidecar's when it belongs to this file and the
+/// partial file is whole-size; otherwise none, with a fresh sidecar and an empty, preallocated
+/// partial file (sidecar first, so a whole-size partial never stands without one).
+fn resume_or_start(partial: &Path, sidecar_file: &Path, expected: &Expected) -> io::Result<RangeSet<u64>> {
+    let existing: Option<Sidecar> = fsx::open_nofollow(sidecar_file)
+        .ok()
+        .and_then(|file| std::io::read_to_string(file).ok())
+        .and_then(|text| serde_json::from_str(&text).ok());
     if let Some(sidecar) = existing
         && sidecar.sha256 == expected.sha256.as_str()
         && sidecar.size == expected.size
-        && sidecar.chunk == chunk
-        && partial_len == expected.size
+        && fsx::regular_len(partial) == expected.size
+        && sidecar.written.iter().all(|&(start, end)| start < end && end <= expected.size)
     {
-        return Ok(sidecar);
+        return Ok(sidecar.written.iter().map(|&(start, end)| start..end).collect());
     }
-    let fresh =
-        Sidecar { sha256: expected.sha256.to_string(), size: expected.size, chunk, done: BTreeSet::new() };
+    let fresh = Sidecar { sha256: expected.sha256.to_string(), size: expected.size, written: Vec::new() };
     fsx::write_atomic(sidecar_file, &serde_json::to_vec(&fresh).expect("sidecar serializes"))?;
-    let file = fsx::open_partial(partial, true)?;
-    allocate(&file, expected.size)?;
-    Ok(fresh)
+    disk::prepare_whole(partial, expected.size)?;
+    Ok(RangeSet::new())
 }
 
-/// Gives the file its full size with the blocks reserved (a full disk fails here, not later).
-fn allocate(file: &File, size: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(size).map_err(io::Error::other)?;
-    // SAFETY: plain syscall on a valid, open descriptor.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => file.set_len(size),
-        _ => Err(error),
-    }
-}
-
-/// Writes pieces at their offsets; when a chunk is complete, writes it back, records it in the
-/// sidecar and tells the hasher. Ends with an fsync of the file.
-fn write_loop(
-    file: &File,
-    mut writes: mpsc::Receiver<Write>,
-    mut sidecar: Sidecar,
-    sidecar_file: &Path,
-    to_hasher: &std::sync::mpsc::Sender<u64>,
-) -> io::Result<()> {
-    while let Some(message) = writes.blocking_recv() {
-        match message {
-            Write::At(offset, bytes) => file.write_all_at(&bytes, offset)?,
-            Write::Complete(i) => {
-                let (start, len) = (i * sidecar.chunk, chunk_len(i, sidecar.chunk, sidecar.size));
-                write_back(file, start, len);
-                sidecar.done.insert(i);
-                fsx::write_atomic(sidecar_file, &serde_json::to_vec(&sidecar).expect("sidecar serializes"))?;
-                let _ = to_hasher.send(i);
-            }
-        }
-    }
-    file.sync_all()
-}
-
-/// Writes a range back to disk and waits for it (the sidecar may then name it).
-fn write_back(file: &File, start: u64, len: u64) {
-    let (Ok(start), Ok(len)) = (libc::off64_t::try_from(start), libc::off64_t::try_from(len)) else { return };
-    let flags =
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: plain syscall on a valid, open descriptor.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), start, len, flags);
-    }
-}
-
-/// Hashes chunks in order as they complete, reading them back from the file.
-fn hash_loop(
-    reader: &File,
-    size: u64,
-    chunk: u64,
-    completed: &std::sync::mpsc::Receiver<u64>,
-) -> io::Result<Sha256> {
-    let chunks = size.div_ceil(chunk);
-    let mut hasher = Sha256::new();
-    let mut ready = BTreeSet::new();
-    let mut next = 0;
-    let mut buf = vec![0u8; SLICE];
-    while next < chunks {
-        let Ok(i) = completed.recv() else {
-            return Err(io::Error::other("the download stopped before every chunk was complete"));
-        };
-        ready.insert(i);
-        while ready.remove(&next) {
-            let (mut at, end) = (next * chunk, next * chunk + chunk_len(next, chunk, size));
-            while at < end {
-                let want = usize::try_from((end - at).min(SLICE as u64)).unwrap_or(SLICE);
-                reader.read_exact_at(&mut buf[..want], at)?;
-                hasher.update(&buf[..want]);
-                at += want as u64;
-            }
-            next += 1;
-        }
-    }
-    Ok(hasher)
+/// Rewrites the sidecar in place: one `pwrite` of the JSON padded with spaces to whole pages
+/// (never shorter than before), so a killed process leaves the old record or the new one.
+fn recorder(sidecar_file: &Path, expected: &Expected) -> io::Result<Recorder> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(sidecar_file)?;
+    let (sha256, size) = (expected.sha256.to_string(), expected.size);
+    let mut longest = 0;
+    Ok(Box::new(move |on_disk: &RangeSet<u64>| {
+        let written = on_disk.iter().map(|r| (r.start, r.end)).collect();
+        let mut json = serde_json::to_vec(&Sidecar { sha256: sha256.clone(), size, written })
+            .expect("sidecar serializes");
+        longest = longest.max(json.len().next_multiple_of(4096));
+        json.resize(longest, b' ');
+        file.write_all_at(&json, 0)
+    }))
 }
 
 /// Removes a partial file and its sidecar.
@@ -328,5 +362,84 @@ pub fn remove(partial: &Path) {
         {
             tracing::warn!(path = %path.display(), "cannot remove: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn the_ramp_adds_connections_while_they_help() {
+        let mut ramp = Ramp::new(4, 0);
+        let mut at = 0;
+        let mut tick = |ramp: &mut Ramp, bytes: u64| {
+            at += bytes;
+            ramp.tick(at, Load::default(), true)
+        };
+        // 10 MB per tick per connection: every new one helps, up to the most allowed.
+        assert_eq!(tick(&mut ramp, 10 * MB), Step::Open);
+        assert_eq!(tick(&mut ramp, 20 * MB), Step::Stay);
+        assert_eq!(tick(&mut ramp, 20 * MB), Step::Open);
+        assert_eq!(tick(&mut ramp, 30 * MB), Step::Stay);
+        assert_eq!(tick(&mut ramp, 30 * MB), Step::Open);
+        assert_eq!(tick(&mut ramp, 40 * MB), Step::Stay);
+        assert_eq!(tick(&mut ramp, 40 * MB), Step::Stay);
+        assert_eq!(ramp.wanted, 4);
+    }
+
+    #[test]
+    fn a_connection_that_does_not_help_is_closed_and_the_ramp_stops() {
+        let mut ramp = Ramp::new(4, 0);
+        let idle = Load::default();
+        assert_eq!(ramp.tick(30 * MB, idle, true), Step::Open);
+        assert_eq!(ramp.tick(60 * MB, idle, true), Step::Stay);
+        assert_eq!(ramp.tick(91 * MB, idle, true), Step::Close);
+        assert_eq!(ramp.wanted, 1);
+        assert_eq!(ramp.tick(100 * MB, idle, true), Step::Stay);
+    }
+
+    #[test]
+    fn no_connection_is_added_while_the_disk_or_the_hash_is_the_limit() {
+        let half = RAMP_EVERY.as_nanos() as u64 / 2;
+        let mut ramp = Ramp::new(4, 0);
+        let waiting = Load { waited_ns: half, hashing_ns: 0 };
+        assert_eq!(ramp.tick(100 * MB, waiting, true), Step::Stay, "receivers wait for the disk");
+        let hashing = Load { waited_ns: half, hashing_ns: 3 * half / 2 };
+        assert_eq!(ramp.tick(200 * MB, hashing, true), Step::Stay, "the hasher is busy");
+        let idle = Load { waited_ns: half, hashing_ns: 3 * half / 2 };
+        assert_eq!(ramp.tick(300 * MB, idle, false), Step::Stay, "nothing left to fetch");
+        assert_eq!(Ramp::new(1, 0).tick(MB, Load::default(), true), Step::Stay);
+    }
+
+    #[test]
+    fn requests_cover_the_gaps_on_the_chunk_grid() {
+        let mut on_disk = RangeSet::new();
+        on_disk.insert(0..10);
+        on_disk.insert(25..40);
+        let queue: Vec<_> = requests(&on_disk, 50, 16).into_iter().collect();
+        assert_eq!(queue, vec![(10, 16), (16, 25), (40, 48), (48, 50)]);
+        assert!(requests(&(0..50).map(|i| i..i + 1).collect(), 50, 16).is_empty());
+    }
+
+    #[test]
+    fn the_sidecar_is_rewritten_in_place_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("p");
+        let sidecar = sidecar_path(&partial);
+        let expected = Expected { sha256: crate::digest::hash_reader(&b"x"[..]).unwrap().0, size: 100 };
+        assert!(resume_or_start(&partial, &sidecar, &expected).unwrap().is_empty());
+        assert_eq!(fsx::regular_len(&partial), 100);
+        let mut record = recorder(&sidecar, &expected).unwrap();
+        let many: RangeSet<u64> = (0..40).map(|i| i * 2..i * 2 + 1).collect();
+        record(&many).unwrap();
+        let few: RangeSet<u64> = std::iter::once(0..60).collect();
+        record(&few).unwrap();
+        assert_eq!(std::fs::metadata(&sidecar).unwrap().len() % 4096, 0);
+        assert_eq!(resume_or_start(&partial, &sidecar, &expected).unwrap(), few);
+        let other = Expected { size: 101, ..expected };
+        assert!(resume_or_start(&partial, &sidecar, &other).unwrap().is_empty(), "another file's sidecar");
     }
 }

@@ -899,15 +899,18 @@ fn origin_tls_hub_is_trusted_through_its_ca() {
 
 // --- Parallel ranged downloads (chunk_size, connections_per_file) ----------------------------
 
-/// The chunks of the parallel download of `blob` recorded as on disk.
+/// The 256 KiB chunks of the parallel download of `blob` that the sidecar records as wholly on
+/// disk (it records byte ranges, `"written": [[start, end], ...]`).
 fn chunks_done(case: &Case, blob: &Blob) -> Vec<u64> {
+    let chunk = 256 * 1024;
     let mut sidecar = case.partial(blob).into_os_string();
     sidecar.push(".chunks");
-    std::fs::read(sidecar)
+    let ranges: Vec<(u64, u64)> = std::fs::read(sidecar)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| v["done"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()))
-        .unwrap_or_default()
+        .and_then(|v| serde_json::from_value(v["written"].clone()).ok())
+        .unwrap_or_default();
+    ranges.iter().flat_map(|&(start, end)| start.div_ceil(chunk)..end / chunk).collect()
 }
 
 #[test]

@@ -1,0 +1,328 @@
+//! Where received bytes go: verification while streaming. Receivers (one per connection) copy
+//! the bytes they read into page-aligned buffers from a bounded pool; a hasher thread hashes
+//! them in file order from memory, and a writer thread writes them in place with `O_DIRECT`.
+//! Receiving, hashing and writing overlap, the SHA-256 is known when the last byte lands, and
+//! memory stays at the pool's size whatever the file's size.
+//!
+//! Bytes already on disk when the sink starts (a resumed download), and bytes that arrive ahead
+//! of the hash (another connection's range), are hashed from the file, so the digest always
+//! covers the whole file exactly as it is on disk.
+
+mod buf;
+pub mod disk;
+mod threads;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+
+use rangemap::RangeSet;
+
+use crate::digest::Sha256Hex;
+use crate::fetch::FetchError;
+use crate::publish::fsx;
+use crate::verify::Written;
+use buf::{Buf, Pool};
+use threads::{HashLoop, Hashed, ToHasher, WriteLoop};
+
+/// Called by the writer with the ranges on disk, every few MiB and at the end (the sidecar of a
+/// parallel download).
+pub type Recorder = Box<dyn FnMut(&RangeSet<u64>) -> io::Result<()> + Send>;
+
+/// How a sink ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// Digest and size when every byte of the file is on disk, hashed and fsync'd.
+    pub complete: Option<Written>,
+    /// The ranges on disk.
+    pub on_disk: RangeSet<u64>,
+}
+
+impl Ended {
+    /// Bytes on disk from the start of the file without a gap.
+    pub fn prefix(&self) -> u64 {
+        self.on_disk.get(&0).map_or(0, |r| r.end)
+    }
+}
+
+/// The hasher and writer of one partial file.
+pub struct Sink {
+    pool: Arc<Pool>,
+    to_hasher: Sender<ToHasher>,
+    hasher: JoinHandle<io::Result<Hashed>>,
+    writer: JoinHandle<io::Result<RangeSet<u64>>>,
+    size: u64,
+    direct: bool,
+    busy_ns: Arc<AtomicU64>,
+}
+
+impl Sink {
+    /// Starts on the existing partial file at `path` of a file of `size` bytes, of which the
+    /// ranges `on_disk` are already there. `receivers` bounds the memory: a few buffers each.
+    pub fn start(
+        path: &Path,
+        size: u64,
+        on_disk: RangeSet<u64>,
+        receivers: usize,
+        recorder: Option<Recorder>,
+    ) -> Result<Self, FetchError> {
+        let local = |doing: &str, e: &io::Error| FetchError::local(&format!("{doing} {}", path.display()), e);
+        let disk = disk::Disk::open(path).map_err(|e| local("cannot open", &e))?;
+        let direct = disk.is_direct();
+        let reader = fsx::open_nofollow(path).map_err(|e| local("cannot read", &e))?;
+        advise_sequential(&reader);
+        let pool = Arc::new(Pool::new(6 + 2 * receivers.max(1)));
+        let (to_hasher, from_receivers) = mpsc::channel();
+        let (to_writer, from_hasher) = mpsc::channel();
+        let busy_ns = Arc::new(AtomicU64::new(0));
+        let hash_loop = HashLoop {
+            reader,
+            on_disk: on_disk.clone(),
+            from_receivers,
+            to_writer,
+            pool: pool.clone(),
+            busy_ns: busy_ns.clone(),
+        };
+        let write_loop = WriteLoop {
+            disk,
+            on_disk,
+            size,
+            from_hasher,
+            to_hasher: to_hasher.clone(),
+            pool: pool.clone(),
+            recorder,
+        };
+        let writer = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || write_loop.run())
+            .map_err(|e| local("cannot start a writer thread for", &e))?;
+        let hasher = std::thread::Builder::new()
+            .name("hasher".into())
+            .spawn(move || hash_loop.run())
+            .map_err(|e| local("cannot start a hasher thread for", &e))?;
+        Ok(Self { pool, to_hasher, hasher, writer, size, direct, busy_ns })
+    }
+
+    /// One stream into the partial file at `path`, keeping its first `keep` bytes.
+    pub fn stream(path: &Path, keep: u64, size: u64) -> Result<Self, FetchError> {
+        disk::prepare_prefix(path, keep, size)
+            .map_err(|e| FetchError::local(&format!("cannot prepare {}", path.display()), &e))?;
+        let mut on_disk = RangeSet::new();
+        if keep > 0 {
+            on_disk.insert(0..keep);
+        }
+        Self::start(path, size, on_disk, 1, None)
+    }
+
+    /// A receiver's way in: bytes pushed go to the file from `offset` on.
+    pub fn feed(&self, offset: u64) -> Feed {
+        Feed { pool: self.pool.clone(), to_hasher: self.to_hasher.clone(), buf: None, position: offset }
+    }
+
+    /// Nanoseconds receivers have waited for the hasher and writer so far.
+    pub fn backpressure_ns(&self) -> u64 {
+        self.pool.waited_ns()
+    }
+
+    /// Nanoseconds the hasher has been busy so far: while it idles, the bytes come too slowly.
+    pub fn hasher_busy_ns(&self) -> u64 {
+        self.busy_ns.load(Ordering::Relaxed)
+    }
+
+    /// Whether writes bypass the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Waits for the threads once every feed is flushed or dropped.
+    pub async fn end(self) -> Result<Ended, FetchError> {
+        let Self { to_hasher, hasher, writer, size, .. } = self;
+        let _ = to_hasher.send(ToHasher::End);
+        drop(to_hasher);
+        tokio::task::spawn_blocking(move || {
+            let writer = join(writer);
+            let hasher = join(hasher);
+            let on_disk = writer.map_err(|e| FetchError::local("writing the partial file", &e))?;
+            let hashed = hasher.map_err(|e| FetchError::local("hashing the partial file", &e))?;
+            let complete = (hashed.hashed == size && on_disk.gaps(&(0..size)).next().is_none())
+                .then(|| Written { sha256: Sha256Hex::from_hasher(hashed.hasher), size });
+            Ok(Ended { complete, on_disk })
+        })
+        .await
+        .map_err(|e| FetchError::local("joining the writer", &io::Error::other(e.to_string())))?
+    }
+}
+
+fn join<T>(handle: JoinHandle<io::Result<T>>) -> io::Result<T> {
+    handle.join().unwrap_or_else(|_| Err(io::Error::other("thread panicked")))
+}
+
+fn advise_sequential(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a valid, open descriptor; it is only a hint.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+/// One receiver's bytes, in order from one offset.
+pub struct Feed {
+    pool: Arc<Pool>,
+    to_hasher: Sender<ToHasher>,
+    buf: Option<Buf>,
+    position: u64,
+}
+
+impl Feed {
+    /// The file offset the next byte goes to.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Copies `bytes` into buffers, handing each full one on; waits when the hasher and writer
+    /// are behind.
+    pub async fn push(&mut self, mut bytes: &[u8]) -> Result<(), FetchError> {
+        while !bytes.is_empty() {
+            let buf = match &mut self.buf {
+                Some(buf) => buf,
+                None => {
+                    let Some(buf) = self.pool.take(self.position).await else { return Err(stopped()) };
+                    self.buf.insert(buf)
+                }
+            };
+            let n = buf.fill(bytes);
+            bytes = &bytes[n..];
+            self.position += n as u64;
+            if buf.room() == 0 {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands on the bytes pushed so far.
+    pub fn flush(&mut self) -> Result<(), FetchError> {
+        match self.buf.take() {
+            Some(buf) if buf.is_empty() => {
+                self.pool.give(buf);
+                Ok(())
+            }
+            Some(buf) => self.to_hasher.send(ToHasher::Piece(buf)).map_err(|_| stopped()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn stopped() -> FetchError {
+    FetchError::local("writing the partial file", &io::Error::other("the writer stopped"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::hash_reader;
+
+    fn data(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(seed) % 251) as u8).collect()
+    }
+
+    fn sha(data: &[u8]) -> Sha256Hex {
+        hash_reader(data).unwrap().0
+    }
+
+    fn partial(dir: &tempfile::TempDir, content: &[u8]) -> std::path::PathBuf {
+        let path = dir.path().join("p");
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn one_stream_is_written_and_hashed_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = partial(&dir, b"");
+        let data = data(3_000_000, 7);
+        let sink = Sink::start(&path, data.len() as u64, RangeSet::new(), 1, None).unwrap();
+        let mut feed = sink.feed(0);
+        for piece in data.chunks(12_345) {
+            feed.push(piece).await.unwrap();
+        }
+        feed.flush().unwrap();
+        let ended = sink.end().await.unwrap();
+        assert_eq!(ended.complete.unwrap().sha256, sha(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_on_disk_is_hashed_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data(2_500_000, 13);
+        let path = partial(&dir, &data[..400_001]);
+        let mut on_disk = RangeSet::new();
+        on_disk.insert(0..400_001);
+        let sink = Sink::start(&path, data.len() as u64, on_disk, 1, None).unwrap();
+        let mut feed = sink.feed(400_001);
+        feed.push(&data[400_001..]).await.unwrap();
+        feed.flush().unwrap();
+        let ended = sink.end().await.unwrap();
+        assert_eq!(ended.complete.unwrap().sha256, sha(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn ranges_out_of_order_are_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data(9 * (1 << 20) + 12_345, 31);
+        let path = partial(&dir, &vec![0u8; data.len()]);
+        let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder: Recorder = {
+            let recorded = recorded.clone();
+            Box::new(move |set: &RangeSet<u64>| {
+                recorded.lock().unwrap().push(set.clone());
+                Ok(())
+            })
+        };
+        let sink = Sink::start(&path, data.len() as u64, RangeSet::new(), 3, Some(recorder)).unwrap();
+        // Three receivers, the last range first.
+        let cuts = [0, 3_000_000, 6_500_000, data.len()];
+        let mut feeds: Vec<Feed> = (0..3).map(|i| sink.feed(cuts[i] as u64)).collect();
+        for step in 0.. {
+            let mut any = false;
+            for i in (0..3).rev() {
+                let from = cuts[i] + step * 65_536;
+                if from < cuts[i + 1] {
+                    feeds[i].push(&data[from..(from + 65_536).min(cuts[i + 1])]).await.unwrap();
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        for feed in &mut feeds {
+            feed.flush().unwrap();
+        }
+        drop(feeds);
+        let ended = sink.end().await.unwrap();
+        assert_eq!(ended.complete.unwrap().sha256, sha(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let last = recorded.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last.iter().cloned().collect::<Vec<_>>(), vec![0..data.len() as u64]);
+    }
+
+    #[tokio::test]
+    async fn stopping_early_reports_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = partial(&dir, b"");
+        let sink = Sink::start(&path, 10 << 20, RangeSet::new(), 1, None).unwrap();
+        let mut feed = sink.feed(0);
+        feed.push(&[7u8; 5000]).await.unwrap();
+        feed.flush().unwrap();
+        let ended = sink.end().await.unwrap();
+        assert!(ended.complete.is_none());
+        assert_eq!(ended.prefix(), 5000);
+        assert_eq!(std::fs::read(&path).unwrap(), [7u8; 5000]);
+    }
+}
