@@ -7,7 +7,7 @@
 //! holds at most the pool's count of them, whatever the file's size.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -71,16 +71,23 @@ impl Buf {
     }
 }
 
+/// Buffers no download holds, kept for the next one while any download runs (many small
+/// files then reuse the same few buffers: no page faults, no allocator arenas growing), and
+/// freed when the last one ends, so an idle daemon holds none.
+static SPARE: Mutex<Vec<Buf>> = Mutex::new(Vec::new());
+const SPARE_MAX: usize = 32;
+static LIVE_POOLS: AtomicUsize = AtomicUsize::new(0);
+
 /// At most `count` buffers in use; taking one waits (asynchronously) for one to come back.
 pub struct Pool {
-    free: Mutex<Vec<Buf>>,
     permits: Semaphore,
     waited_ns: AtomicU64,
 }
 
 impl Pool {
     pub fn new(count: usize) -> Self {
-        Self { free: Mutex::default(), permits: Semaphore::new(count), waited_ns: AtomicU64::new(0) }
+        LIVE_POOLS.fetch_add(1, Ordering::Relaxed);
+        Self { permits: Semaphore::new(count), waited_ns: AtomicU64::new(0) }
     }
 
     /// A buffer for bytes from `offset` on, or `None` once the pool is closed (the download
@@ -97,14 +104,18 @@ impl Pool {
             }
         };
         permit.forget();
-        let mut buf = self.free.lock().expect("pool lock").pop().unwrap_or_else(Buf::new);
+        let mut buf = spare().pop().unwrap_or_else(Buf::new);
         buf.reset(offset);
         Some(buf)
     }
 
     /// Returns a buffer (from any thread).
     pub fn give(&self, buf: Buf) {
-        self.free.lock().expect("pool lock").push(buf);
+        let mut spare = spare();
+        if spare.len() < SPARE_MAX {
+            spare.push(buf);
+        }
+        drop(spare);
         self.permits.add_permits(1);
     }
 
@@ -118,6 +129,18 @@ impl Pool {
     pub fn waited_ns(&self) -> u64 {
         self.waited_ns.load(Ordering::Relaxed)
     }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if LIVE_POOLS.fetch_sub(1, Ordering::Relaxed) == 1 {
+            spare().clear();
+        }
+    }
+}
+
+fn spare() -> std::sync::MutexGuard<'static, Vec<Buf>> {
+    SPARE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl HashLoop {
 
     fn hash(&mut self) -> io::Result<Hashed> {
         let mut state = Hashed { hasher: Sha256::new(), hashed: 0 };
-        let mut scratch = vec![0u8; BUF];
+        let mut scratch = Vec::new();
         self.catch_up(&mut state, &mut scratch)?;
         while let Ok(message) = self.from_receivers.recv() {
             let busy = Instant::now();
@@ -97,8 +97,9 @@ impl HashLoop {
     }
 
     /// Hashes what is on disk from the hash's position on.
-    fn catch_up(&mut self, state: &mut Hashed, scratch: &mut [u8]) -> io::Result<()> {
+    fn catch_up(&mut self, state: &mut Hashed, scratch: &mut Vec<u8>) -> io::Result<()> {
         while let Some(range) = self.on_disk.get(&state.hashed).cloned() {
+            scratch.resize(BUF, 0);
             let end = range.end;
             while state.hashed < end {
                 let want = usize::try_from((end - state.hashed).min(scratch.len() as u64)).unwrap_or(BUF);
