@@ -16,6 +16,11 @@
 #           was sent (nginx access logs, $body_bytes_sent).
 #   warm    (d) 100 published models: `models-fetch sync` with nothing to do (no network, no
 #           re-hash: checked with strace) and `models-fetch run` from spawn to READY=1.
+#   slow    a rate-limited CDN (nginx limit_rate SLOW_RATE per connection, default 16m): one
+#           SLOW_SIZE file (default 128M) by models-fetch (which adds connections while they help,
+#           up to connections_per_file = 4), models-fetch with one connection, aria2c -x4 &&
+#           sha256sum, curl | sha256sum and hf_hub_download 2.4.0; and how many connections
+#           models-fetch used. Parallel ranges pay where one connection is the bottleneck.
 #   sha     is the SHA-256 hardware-accelerated: `models-fetch entry` vs `openssl dgst -sha256`
 #           vs coreutils `sha256sum` (generic C) on the 1 GiB file, the sha_ni CPU flag and the
 #           symbol perf samples land in.
@@ -33,7 +38,7 @@
 #        on stderr; benches/RESULTS.md records a run. About 13 minutes on 2 cores.
 # Env:   SIZES (default "1 4": GiB; "256M" for a quick try), RUNS (default 7 below 4 GiB and for
 #        the small files, 3 from 4 GiB, at least 5 for warm), WARMUP (runs not counted; default 1
-#        below 4 GiB, else 0), RESUME_RUNS (5), SMALL_FILES (200), WARM_MODELS (100), BENCH_DIR (default: a new dir under /var/tmp, removed at the end
+#        below 4 GiB, else 0), RESUME_RUNS (5), SMALL_FILES (200), SLOW_SIZE (128M), SLOW_RATE (16m), SLOW_RUNS (3), WARM_MODELS (100), BENCH_DIR (default: a new dir under /var/tmp, removed at the end
 #        unless KEEP=1), MODELS_FETCH_BIN (default: cargo build --release), NGINX_BIN.
 # Needs: nginx curl openssl aria2c time strace (apt: nginx curl openssl aria2 time strace), perf
 #        for `profile`, python3 with venv; the Python clients are installed on first use into
@@ -46,14 +51,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(sha large small resume warm)
+  parts=(sha large small slow resume warm)
   ! command -v perf >/dev/null || parts+=(profile)
 fi
 for p in "${parts[@]}"; do
   case "$p" in
-  large | small | resume | warm | sha | profile) ;;
+  large | small | slow | resume | warm | sha | profile) ;;
   *)
-    echo "usage: $0 [large|small|resume|warm|sha|profile ...]" >&2
+    echo "usage: $0 [large|small|slow|resume|warm|sha|profile ...]" >&2
     exit 2
     ;;
   esac
@@ -89,6 +94,7 @@ n_warm="${WARM_MODELS:-100}"
 need=(curl openssl dd sha256sum python3)
 ! want large || need+=(aria2c)
 ! want small || need+=(aria2c)
+! want slow || need+=(aria2c)
 ! want warm || need+=(strace)
 ! want profile || need+=(perf strace)
 for tool in "${need[@]}"; do
@@ -112,8 +118,10 @@ venv() { # DIR REQUIREMENTS: creates the venv once
   python3 -m venv "$1"
   "$1/bin/pip" install --quiet --disable-pip-version-check -r "$2"
 }
-if want large; then
+if want large || want slow; then
   venv "$here/.venv/hf2" "$repo/.ci/tools/requirements.txt"
+fi
+if want large; then
   venv "$here/.venv/hf036" "$here/requirements-hf036.txt"
 fi
 export HF2="$here/.venv/hf2/bin/python" HF036="$here/.venv/hf036/bin/python"
@@ -169,7 +177,7 @@ pick_port() {
 hub_port="$(pick_port 127.0.0.1)"
 cdn_port="$(pick_port 127.0.0.2)"
 hub="http://127.0.0.1:$hub_port"
-bash "$repo/tests/e2e/origin.sh" init "$origin" "$hub_port" "$cdn_port" >/dev/null
+bash "$repo/tests/e2e/origin.sh" init "$origin" "$hub_port" "$cdn_port" --slow-rate "${SLOW_RATE:-16m}" >/dev/null
 
 # An index entry: ID SHA256 SIZE REPO PATH
 entry() {
@@ -232,6 +240,23 @@ if want small || want warm || want profile; then
   done
   { printf '{"models": [\n'; cat "$work/small/entries"; printf ']}\n'; } >"$work/small/index.json"
   mapfile -t small_ids < <(seq -f 'small-%0'"${#n_small}"'g' 1 "$n_small")
+fi
+if want slow; then
+  slow_spec="${SLOW_SIZE:-128M}"
+  [[ "$slow_spec" =~ ^([1-9][0-9]*)[Mm]$ ]] || {
+    echo "SLOW_SIZE: $slow_spec is not NM (MiB)" >&2
+    exit 2
+  }
+  slow_size=$((BASH_REMATCH[1] << 20))
+  slow_src="$work/slow.bin"
+  head -c "$slow_size" /dev/urandom >"$slow_src"
+  read -r slow_sha _size _commit < <(bash "$repo/tests/e2e/origin.sh" add "$origin" bench-org/slow \
+    model.safetensors "$slow_src" --slow)
+  mkdir -p "$work/slow"
+  entry slow "$slow_sha" "$slow_size" bench-org/slow model.safetensors |
+    { printf '{"models": [\n'; cat; printf ']}\n'; } >"$work/slow/index.json"
+  config "$work/slow/config.toml" "$work/slow/index.json" "$OUT" slow
+  EXTRA="connections_per_file = 1" config "$work/slow/one.toml" "$work/slow/index.json" "$OUT" slow
 fi
 bash "$repo/tests/e2e/origin.sh" start "$origin"
 for _ in $(seq 100); do
@@ -529,17 +554,74 @@ log_bytes() { # sum of $body_bytes_sent in the access logs from line FROM_HUB+1 
     awk -F'\t' '{ s += $3 } END { print s + 0 }'
 }
 log_lines() { echo "$(wc -l <"$origin/logs/hub.log") $(wc -l <"$origin/logs/cdn.log")"; }
+# --- slow: a rate-limited CDN ------------------------------------------------------------------
+if want slow; then
+  export SRC="$slow_src" SHA="$slow_sha" SIZE="$slow_size" SLOW_DIR="$work/slow" \
+    URL="$hub/bench-org/slow/resolve/main/model.safetensors" HF_ENDPOINT="$hub" HF_HOME="$work/hf-home" \
+    HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_IMPLICIT_TOKEN=1
+  W_names=("models-fetch sync (connections added while they help)" "models-fetch sync, connections_per_file = 1"
+    "aria2c -x4 -s4 && sha256sum f" "curl | tee f | sha256sum" "hf_hub_download, huggingface_hub 2.4.0")
+  W_cmds=('MODELS_FETCH_LOG=models_fetch=debug exec "$MF" sync --config "$SLOW_DIR/config.toml" >"$WORK/cmd.log" 2>"$WORK/slow.log"'
+    'exec "$MF" sync --config "$SLOW_DIR/one.toml" >"$WORK/cmd.log" 2>&1'
+    'aria2c --no-conf -q -x 4 -s 4 -d "$OUT" -o f "$URL" && sha256sum "$OUT/f" >"$OUT/sum"'
+    'set -o pipefail; curl -sfL "$URL" | tee "$OUT/f" | sha256sum >"$OUT/sum"'
+    'exec "$HF2" "$HERE/hf_download.py" bench-org/slow model.safetensors "$OUT/hf" >"$OUT/path" 2>"$WORK/cmd.log"')
+  runs="${SLOW_RUNS:-3}"
+  echo
+  echo "## slow CDN: one $((slow_size >> 20)) MiB file at ${SLOW_RATE:-16m}B/s per connection (nginx limit_rate): $runs runs of each, interleaved, medians"
+  echo
+  echo "load before: $(load)"
+  used=''
+  for run in $(seq 1 "$runs"); do
+    for k in 0 1 2 3 4; do
+      c=$(((k + run) % 5))
+      fresh
+      measure "W$c" 1 "${W_cmds[c]}"
+      case "$c" in
+      0 | 1) cmp -s "$OUT/store/slow/model.safetensors" "$SRC" ;;
+      2 | 3) grep -q "$SHA" "$OUT/sum" ;;
+      4) [ "$(size_of "$(cat "$OUT/path")")" = "$SIZE" ] ;;
+      esac || {
+        echo "${W_names[c]}: wrong output" >&2
+        exit 1
+      }
+      if [ "$c" = 0 ]; then # the ramp's last decision (debug log), else one
+        n="$(grep -o 'connections=[0-9]*' "$work/slow.log" | tail -n 1 | cut -d= -f2)"
+        used+="${n:-1} "
+      fi
+      printf . >&2
+    done
+  done
+  echo >&2
+  rm -rf "$OUT"
+  echo "load after: $(load)"
+  echo
+  header command:-55 "wall s:7" MB/s:6 "CPU s:6" "RSS MiB:7" "time / models-fetch:19"
+  mf="$(median <<<"${WALL[W0]}")"
+  for c in 0 1 2 3 4; do
+    awk -v name="${W_names[c]}" -v ms="$(median <<<"${WALL[W$c]}")" -v cpu="$(median <<<"${CPU[W$c]}")" \
+      -v rss="$(maxof <<<"${RSS[W$c]}")" -v size="$SIZE" -v mf="$mf" 'BEGIN {
+      printf "| %-55s | %7.2f | %6.1f | %6.2f | %7.1f | %19.2f |\n", name, ms / 1000, size / ms / 1000, cpu / 1000, rss / 1024, ms / mf }'
+  done
+  echo
+  echo "Connections models-fetch ended with, per run: ${used% }."
+  echo
+  for c in 2 3 4; do
+    verdict "faster than ${W_names[c]} (models-fetch ÷ it)" \
+      "$(awk -v a="$mf" -v b="$(median <<<"${WALL[W$c]}")" 'BEGIN { printf "%.2f", a / b }')" "<" 1
+  done
+fi
+
 if want resume; then
   tag="${size_tag[0]}" size="${size_bytes[0]}"
   cfg="$work/big-$tag/config.toml"
-  chunks=$(((size + (32 << 20) - 1) / (32 << 20)))
   runs="${RESUME_RUNS:-5}"
   echo
-  echo "## (c) SIGKILL at ~50% of a ${size_label[0]} parallel download (4 connections x 32 MiB chunks), then sync again: $runs runs"
+  echo "## (c) SIGKILL at ~50% of a ${size_label[0]} parallel download (up to 4 connections, ranges of at most 32 MiB), then sync again: $runs runs"
   echo
   echo "load before: $(load)"
   echo
-  header run:3 "killed at (written):19" "sent before kill:16" "chunks recorded:15" "sent to the 2nd run:22" \
+  header run:3 "killed at (written):19" "sent before kill:16" "sidecar records:15" "sent to the 2nd run:22" \
     "received, then lost:19" "2nd run wall s:14"
   second_pct='' killed_pct='' lost_pct=''
   exec {nap}<> <(:) # read -t on a pipe nobody writes to: a sleep without a fork
@@ -568,7 +650,8 @@ if want resume; then
     fi
     sleep 0.3 # nginx logs an aborted request when it notices the close
     partial="$(find "$OUT/hf-cache" -name '*.incomplete' | head -n 1)"
-    recorded="$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["done"]))' "$partial.chunks" 2>/dev/null || echo '?')"
+    # The sidecar's byte ranges on disk, as % of the file.
+    recorded="$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print("%.1f%%" % (100 * sum(e - s for s, e in d["written"]) / d["size"]))' "$partial.chunks" 2>/dev/null || echo '?')"
     first_sent="$(log_bytes "$h0" "$c0")"
     read -r h1 c1 < <(log_lines)
     sync
@@ -588,15 +671,15 @@ if want resume; then
     second_pct+="$(awk -v b="$second" -v s="$size" 'BEGIN { printf "%.1f", 100 * b / s }') "
     killed_pct+="$(awk -v w="$written" -v s="$size" 'BEGIN { printf "%.1f", 100 * w / s }') "
     lost_pct+="$(awk -v w="$written" -v b="$second" -v s="$size" 'BEGIN { printf "%.1f", 100 * (w + b - s) / s }') "
-    awk -v run="$run" -v w="$written" -v f="$first_sent" -v rec="$recorded" -v chunks="$chunks" -v b="$second" \
+    awk -v run="$run" -v w="$written" -v f="$first_sent" -v rec="$recorded" -v b="$second" \
       -v s="$size" -v ms="$(((end - start) / 1000000))" 'BEGIN {
-      printf "| %3d | %18.1f%% | %15.1f%% | %15s | %10.0f MB = %5.1f%% | %18.1f%% | %14.2f |\n", run, 100 * w / s, 100 * f / s, rec " / " chunks, b / 1e6, 100 * b / s, 100 * (w + b - s) / s, ms / 1000 }'
+      printf "| %3d | %18.1f%% | %15.1f%% | %15s | %10.0f MB = %5.1f%% | %18.1f%% | %14.2f |\n", run, 100 * w / s, 100 * f / s, rec, b / 1e6, 100 * b / s, 100 * (w + b - s) / s, ms / 1000 }'
   done
   rm -rf "$OUT"
   echo
   echo "load after: $(load)"
   echo
-  echo "Bytes are nginx's \$body_bytes_sent over both logs (hub and CDN). \"Sent before kill\" includes bytes still in socket buffers when the process died. \"Received, then lost\": written before the kill + sent to the second run - the file, i.e. bytes the first run had written that the second run fetched again (the chunks in flight)."
+  echo "Bytes are nginx's \$body_bytes_sent over both logs (hub and CDN). \"Sent before kill\" includes bytes still in socket buffers when the process died. \"Received, then lost\": written before the kill + sent to the second run - the file, i.e. bytes the first run had written that the second run fetched again (the buffers in flight and what the sidecar had not recorded yet)."
   echo
   verdict "(c) bytes sent to the second run, median, % of the file" "$(median <<<"$second_pct")" "<=" 55 \
     "killed at $(median <<<"$killed_pct")% written, median; received then lost: $(median <<<"$lost_pct")% of the file"

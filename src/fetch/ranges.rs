@@ -36,7 +36,7 @@ use crate::sink::{Recorder, Sink, disk};
 use crate::verify::{Expected, Written};
 
 /// How often the connection count is reconsidered.
-const RAMP_EVERY: Duration = Duration::from_millis(200);
+const RAMP_EVERY: Duration = Duration::from_millis(100);
 /// Another connection is opened when receivers waited for the disk less than this share of
 /// the time, and the hasher was busy less than that share.
 const RAMP_BELOW: f64 = 0.2;
@@ -153,10 +153,12 @@ async fn connections(shared: &Shared<'_>, sink: &Sink, most: usize) -> Result<()
                 let received = shared.received.load(Ordering::Relaxed);
                 let load = Load { waited_ns: sink.backpressure_ns(), hashing_ns: sink.hasher_busy_ns() };
                 match ramp.tick(received, load, work_left) {
-                    Step::Open => {
-                        shared.active.fetch_add(1, Ordering::Relaxed);
+                    Step::Open(more) => {
+                        shared.active.fetch_add(more, Ordering::Relaxed);
                         shared.wanted.store(ramp.wanted, Ordering::Relaxed);
-                        running.push(connection(shared, sink));
+                        for _ in 0..more {
+                            running.push(connection(shared, sink));
+                        }
                     }
                     Step::Close => shared.wanted.store(ramp.wanted, Ordering::Relaxed),
                     Step::Stay => {}
@@ -169,24 +171,34 @@ async fn connections(shared: &Shared<'_>, sink: &Sink, most: usize) -> Result<()
 /// What the ramp decides at a tick.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
-    Open,
+    /// Open this many more connections.
+    Open(usize),
+    /// Close connections down to `Ramp::wanted` (each as its range is done).
     Close,
     Stay,
 }
 
-/// The connection count: one more while the network is the bottleneck (the receivers do not
-/// wait for the disk, and the hasher idles more than half the time, so even twice the speed
-/// would not make the hash the limit) and the last one added made the download faster; the
-/// last one added is closed (when its range is done) and the ramp stops when it did not. So a
-/// fast origin is read over one connection, in order, and a slow one gets as many as help.
+/// The connection count: doubled (up to `most`) while the network is the bottleneck (the
+/// receivers do not wait for the disk, and the hasher idles more than half the time, so even
+/// twice the speed would not make the hash the limit) and the last step made the download
+/// faster; when it did not, the count goes back and the ramp stops. So a fast origin is read
+/// over one connection, in order, and a slow one gets as many as help, within a few ticks.
 struct Ramp {
     most: usize,
     wanted: usize,
     received: u64,
     load: Load,
-    /// Bytes per tick before the last connection was added, and ticks left to judge it.
-    trial: Option<(u64, u32, u64)>,
+    trial: Option<Trial>,
     stopped: bool,
+}
+
+/// A step being judged: bytes per tick before it, the count before it, ticks left, bytes since.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    before: u64,
+    previous: usize,
+    ticks_left: u32,
+    since: u64,
 }
 
 impl Ramp {
@@ -200,19 +212,18 @@ impl Ramp {
         let waited = load.waited_ns.saturating_sub(self.load.waited_ns) as f64 / tick;
         let hashing = load.hashing_ns.saturating_sub(self.load.hashing_ns) as f64 / tick;
         (self.received, self.load) = (received, load);
-        if let Some((before, ticks_left, since)) = self.trial.take() {
-            if ticks_left > 1 {
-                self.trial = Some((before, ticks_left - 1, since + bytes));
+        if let Some(mut trial) = self.trial.take() {
+            trial.since += bytes;
+            if trial.ticks_left > 1 {
+                trial.ticks_left -= 1;
+                self.trial = Some(trial);
                 return Step::Stay;
             }
-            let rate = (since + bytes) / u64::from(TRIAL_TICKS);
-            if (rate as f64) < before as f64 * RAMP_GAIN {
-                tracing::debug!(
-                    connections = self.wanted - 1,
-                    "one more connection did not help: staying at fewer"
-                );
-                self.wanted -= 1;
+            let rate = trial.since / u64::from(TRIAL_TICKS);
+            if (rate as f64) < trial.before as f64 * RAMP_GAIN {
+                self.wanted = trial.previous;
                 self.stopped = true;
+                tracing::debug!(connections = self.wanted, "more connections did not help: going back");
                 return Step::Close;
             }
         }
@@ -220,10 +231,11 @@ impl Ramp {
         if self.stopped || !work_left || self.wanted >= self.most || !network_bound || bytes == 0 {
             return Step::Stay;
         }
-        self.wanted += 1;
-        self.trial = Some((bytes, TRIAL_TICKS, 0));
-        tracing::debug!(connections = self.wanted, "the network is the bottleneck: one more connection");
-        Step::Open
+        let previous = self.wanted;
+        self.wanted = (2 * previous).min(self.most);
+        self.trial = Some(Trial { before: bytes, previous, ticks_left: TRIAL_TICKS, since: 0 });
+        tracing::debug!(connections = self.wanted, "the network is the bottleneck: more connections");
+        Step::Open(self.wanted - previous)
     }
 }
 
@@ -234,7 +246,7 @@ struct Load {
     hashing_ns: u64,
 }
 
-/// Ticks a new connection has to show it helps, and the speed-up it must bring.
+/// Ticks a step has to show it helps, and the speed-up it must bring.
 const TRIAL_TICKS: u32 = 2;
 const RAMP_GAIN: f64 = 1.15;
 
@@ -372,33 +384,35 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     #[test]
-    fn the_ramp_adds_connections_while_they_help() {
-        let mut ramp = Ramp::new(4, 0);
+    fn the_ramp_doubles_connections_while_they_help() {
+        let mut ramp = Ramp::new(6, 0);
         let mut at = 0;
         let mut tick = |ramp: &mut Ramp, bytes: u64| {
             at += bytes;
             ramp.tick(at, Load::default(), true)
         };
-        // 10 MB per tick per connection: every new one helps, up to the most allowed.
-        assert_eq!(tick(&mut ramp, 10 * MB), Step::Open);
+        // 10 MB per tick per connection: every step helps, up to the most allowed.
+        assert_eq!(tick(&mut ramp, 10 * MB), Step::Open(1));
         assert_eq!(tick(&mut ramp, 20 * MB), Step::Stay);
-        assert_eq!(tick(&mut ramp, 20 * MB), Step::Open);
-        assert_eq!(tick(&mut ramp, 30 * MB), Step::Stay);
-        assert_eq!(tick(&mut ramp, 30 * MB), Step::Open);
+        assert_eq!(tick(&mut ramp, 20 * MB), Step::Open(2));
         assert_eq!(tick(&mut ramp, 40 * MB), Step::Stay);
-        assert_eq!(tick(&mut ramp, 40 * MB), Step::Stay);
-        assert_eq!(ramp.wanted, 4);
+        assert_eq!(tick(&mut ramp, 40 * MB), Step::Open(2));
+        assert_eq!(tick(&mut ramp, 60 * MB), Step::Stay);
+        assert_eq!(tick(&mut ramp, 60 * MB), Step::Stay);
+        assert_eq!(ramp.wanted, 6);
     }
 
     #[test]
-    fn a_connection_that_does_not_help_is_closed_and_the_ramp_stops() {
-        let mut ramp = Ramp::new(4, 0);
+    fn a_step_that_does_not_help_is_undone_and_the_ramp_stops() {
+        let mut ramp = Ramp::new(8, 0);
         let idle = Load::default();
-        assert_eq!(ramp.tick(30 * MB, idle, true), Step::Open);
-        assert_eq!(ramp.tick(60 * MB, idle, true), Step::Stay);
-        assert_eq!(ramp.tick(91 * MB, idle, true), Step::Close);
-        assert_eq!(ramp.wanted, 1);
-        assert_eq!(ramp.tick(100 * MB, idle, true), Step::Stay);
+        assert_eq!(ramp.tick(30 * MB, idle, true), Step::Open(1));
+        assert_eq!(ramp.tick(90 * MB, idle, true), Step::Stay);
+        assert_eq!(ramp.tick(150 * MB, idle, true), Step::Open(2), "2 helped: 60 MB per tick against 30");
+        assert_eq!(ramp.tick(215 * MB, idle, true), Step::Stay);
+        assert_eq!(ramp.tick(280 * MB, idle, true), Step::Close, "4 did not: 65 MB per tick against 60");
+        assert_eq!(ramp.wanted, 2);
+        assert_eq!(ramp.tick(400 * MB, idle, true), Step::Stay);
     }
 
     #[test]
