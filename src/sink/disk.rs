@@ -143,10 +143,20 @@ mod tests {
 
     #[tokio::test]
     async fn unaligned_ranges_land_exactly() {
+        for direct in [true, false] {
+            unaligned_range_lands_exactly(direct).await;
+        }
+    }
+
+    async fn unaligned_range_lands_exactly(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p");
         std::fs::write(&path, vec![0u8; 3 * ALIGN + 5000]).unwrap();
         let mut disk = Disk::open(&path).unwrap();
+        if !direct {
+            // As where O_DIRECT is refused.
+            disk.direct = None;
+        }
         let pool = Pool::new(2);
         let data: Vec<u8> = (0..2 * ALIGN + 700).map(|i| (i % 251) as u8).collect();
         let mut buf = pool.take(1000).await.unwrap();

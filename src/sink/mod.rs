@@ -256,6 +256,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tmpfs_partial_works_with_or_without_o_direct() {
+        // tmpfs refuses O_DIRECT before Linux 6.6 and takes it since.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else { return };
+        let path = partial(&dir, b"");
+        let data = data(2_000_003, 11);
+        let sink = Sink::start(&path, data.len() as u64, RangeSet::new(), 1, None).unwrap();
+        let mut feed = sink.feed(0);
+        feed.push(&data).await.unwrap();
+        feed.flush().unwrap();
+        let ended = sink.end().await.unwrap();
+        assert_eq!(ended.complete.unwrap().sha256, sha(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[tokio::test]
     async fn a_prefix_on_disk_is_hashed_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let data = data(2_500_000, 13);

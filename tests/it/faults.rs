@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::{Run, canonical, data, run_with_limit, sha256_hex};
 use crate::origin::{Blob, Fault, Host, Origin, Request, Route, Rule, SIGNATURE_MARKER};
@@ -926,6 +926,24 @@ fn large_file_is_fetched_in_parallel_chunks_of_exact_ranges() {
     let expected: Vec<(u64, Option<u64>)> =
         (0..6).map(|i| (i * chunk, Some(i * chunk + chunk - 1))).collect();
     assert_eq!(ranges, expected, "one request per chunk, each for exactly its bytes");
+}
+
+#[test]
+fn slow_origin_gets_more_connections_at_once() {
+    // 32 KiB per 20 ms per connection: one connection needs ~160 ms per 256 KiB chunk, so a
+    // download over one connection starts its requests ~160 ms apart.
+    let case = Case::parallel(4);
+    let blob = case.serve("2.0.0", data(1, SIZE));
+    case.origin
+        .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 32 * 1024, every: Duration::from_millis(20) }));
+    case.sync().assert_ok();
+    case.assert_published(&blob);
+    let starts: Vec<Instant> = case.origin.requests_to(Route::Cdn).iter().map(|r| r.at).collect();
+    let closest = starts.windows(2).map(|w| w[1] - w[0]).min().expect("several requests");
+    assert!(
+        closest < Duration::from_millis(60),
+        "the ranges were fetched one after another (closest starts {closest:?} apart)"
+    );
 }
 
 #[test]
