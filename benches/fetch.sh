@@ -376,7 +376,7 @@ if want large; then
   L_names=("models-fetch sync"
     "dd bs=1M conv=fsync (disk floor)"
     "curl -o f && openssl dgst -sha256 f"
-    "curl | tee f | sha256sum"
+    "curl \\| tee f \\| sha256sum"
     "aria2c -x8 -s8 && sha256sum f"
     "aria2c -x8 -s8 --checksum=sha-256"
     "hf_hub_download, huggingface_hub 2.4.0"
@@ -560,7 +560,7 @@ if want slow; then
     URL="$hub/bench-org/slow/resolve/main/model.safetensors" HF_ENDPOINT="$hub" HF_HOME="$work/hf-home" \
     HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_IMPLICIT_TOKEN=1
   W_names=("models-fetch sync (connections added while they help)" "models-fetch sync, connections_per_file = 1"
-    "aria2c -x4 -s4 && sha256sum f" "curl | tee f | sha256sum" "hf_hub_download, huggingface_hub 2.4.0")
+    "aria2c -x4 -s4 && sha256sum f" "curl \\| tee f \\| sha256sum" "hf_hub_download, huggingface_hub 2.4.0")
   W_cmds=('MODELS_FETCH_LOG=models_fetch=debug exec "$MF" sync --config "$SLOW_DIR/config.toml" >"$WORK/cmd.log" 2>"$WORK/slow.log"'
     'exec "$MF" sync --config "$SLOW_DIR/one.toml" >"$WORK/cmd.log" 2>&1'
     'aria2c --no-conf -q -x 4 -s 4 -d "$OUT" -o f "$URL" && sha256sum "$OUT/f" >"$OUT/sum"'
