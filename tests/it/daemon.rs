@@ -14,17 +14,9 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
+use crate::harness::{Model, index_document};
 use crate::origin::{Blob, Fault, Host, Origin, Route, Rule, hex};
 use crate::util::{temp_dir, write};
-
-/// A model of the index and where the Hub has it.
-#[derive(Debug, Clone, Copy)]
-pub struct Model {
-    pub id: &'static str,
-    pub chakra: &'static str,
-    pub filename: &'static str,
-    pub repo: &'static str,
-}
 
 pub const AJNA: Model = Model {
     id: "ajna-insight-v2",
@@ -96,26 +88,8 @@ impl Setup {
 
     /// The index of `models`, each with the sha256 and size of its blob.
     pub fn index(&self, models: &[(Model, &Blob)]) -> serde_json::Value {
-        let template = std::fs::read_to_string(crate::util::root().join("tests/index/valid/minimal.json"))
-            .expect("minimal index");
-        let mut index: serde_json::Value = serde_json::from_str(&template).expect("minimal index is JSON");
-        index.as_object_mut().expect("index object").remove("$schema");
-        let template = index["models"][0].take();
-        let entries = models.iter().map(|(model, blob)| {
-            let mut entry = template.clone();
-            entry["id"] = model.id.into();
-            entry["chakra"] = model.chakra.into();
-            entry["artifact"] = serde_json::json!({
-                "filename": model.filename,
-                "sha256": blob.sha256,
-                "sizeBytes": blob.size,
-                "format": "safetensors",
-                "repo": model.repo,
-            });
-            entry
-        });
-        index["models"] = entries.collect();
-        index
+        let entries: Vec<_> = models.iter().map(|&(model, blob)| (model, None, blob)).collect();
+        index_document(&entries)
     }
 
     pub fn write_index(&self, models: &[(Model, &Blob)]) {

@@ -13,18 +13,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Run, canonical, data, run_with_limit, sha256_hex};
+use crate::harness::{Model, Run, canonical, data, index_document, run_with_limit, sha256_hex};
 use crate::origin::{Blob, Fault, Host, Origin, Request, Route, Rule, SIGNATURE_MARKER};
 use crate::util::{temp_dir, write};
-
-/// A model of the index and where the Hub has it.
-#[derive(Debug, Clone, Copy)]
-struct Model {
-    id: &'static str,
-    chakra: &'static str,
-    filename: &'static str,
-    repo: &'static str,
-}
 
 /// The model most tests fetch.
 const AJNA: Model = Model {
@@ -128,26 +119,9 @@ impl Case {
 
     /// Writes an index of `models` (each at a version, with a file) and a config deploying them.
     fn write_index(&self, models: &[(Model, &str, &Blob)]) {
-        let template = std::fs::read_to_string(crate::util::root().join("tests/index/valid/minimal.json"))
-            .expect("minimal index");
-        let mut index: serde_json::Value = serde_json::from_str(&template).expect("minimal index is JSON");
-        index.as_object_mut().expect("index object").remove("$schema");
-        let template = index["models"][0].take();
-        let entries = models.iter().map(|(model, version, blob)| {
-            let mut entry = template.clone();
-            entry["id"] = model.id.into();
-            entry["chakra"] = model.chakra.into();
-            entry["version"] = (*version).into();
-            entry["artifact"] = serde_json::json!({
-                "filename": model.filename,
-                "sha256": blob.sha256,
-                "sizeBytes": blob.size,
-                "format": "safetensors",
-                "repo": model.repo,
-            });
-            entry
-        });
-        index["models"] = entries.collect();
+        let entries: Vec<_> =
+            models.iter().map(|&(model, version, blob)| (model, Some(version), blob)).collect();
+        let index = index_document(&entries);
         write(self.dir.path(), "index.json", &serde_json::to_string_pretty(&index).expect("index"));
 
         let ids: Vec<String> = models.iter().map(|(model, ..)| format!("{:?}", model.id)).collect();

@@ -28,6 +28,34 @@ pub struct Model {
     pub repo: &'static str,
 }
 
+/// An index document (the minimal valid index's entry as the template) with one entry per
+/// model: its id, chakra, file and repo, the blob's sha256 and size, and the version if given.
+pub fn index_document(models: &[(Model, Option<&str>, &Blob)]) -> serde_json::Value {
+    let template = std::fs::read_to_string(crate::util::root().join("tests/index/valid/minimal.json"))
+        .expect("minimal index");
+    let mut index: serde_json::Value = serde_json::from_str(&template).expect("minimal index is JSON");
+    index.as_object_mut().expect("index object").remove("$schema");
+    let template = index["models"][0].take();
+    let entries = models.iter().map(|(model, version, blob)| {
+        let mut entry = template.clone();
+        entry["id"] = model.id.into();
+        entry["chakra"] = model.chakra.into();
+        if let Some(version) = version {
+            entry["version"] = (*version).into();
+        }
+        entry["artifact"] = serde_json::json!({
+            "filename": model.filename,
+            "sha256": blob.sha256,
+            "sizeBytes": blob.size,
+            "format": "safetensors",
+            "repo": model.repo,
+        });
+        entry
+    });
+    index["models"] = entries.collect();
+    index
+}
+
 pub const AJNA: Model = Model {
     id: "ajna-insight-v2",
     chakra: "ajna",
@@ -231,34 +259,16 @@ impl Site {
         self.origin.publish(model.repo, model.filename, content)
     }
 
-    /// The index document of `models`.
+    /// The index document of `models`, at a new version each call.
     pub fn index(&self, models: &[(Model, &Blob)]) -> serde_json::Value {
-        let template = std::fs::read_to_string(crate::util::root().join("tests/index/valid/minimal.json"))
-            .expect("minimal index");
-        let mut index: serde_json::Value = serde_json::from_str(&template).expect("minimal index is JSON");
-        index.as_object_mut().expect("index object").remove("$schema");
-        let template = index["models"][0].take();
         let version = {
             let mut versions = self.versions.borrow_mut();
             *versions += 1;
             format!("2.{}.0", *versions)
         };
-        let entries = models.iter().map(|(model, blob)| {
-            let mut entry = template.clone();
-            entry["id"] = model.id.into();
-            entry["chakra"] = model.chakra.into();
-            entry["version"] = version.clone().into();
-            entry["artifact"] = serde_json::json!({
-                "filename": model.filename,
-                "sha256": blob.sha256,
-                "sizeBytes": blob.size,
-                "format": "safetensors",
-                "repo": model.repo,
-            });
-            entry
-        });
-        index["models"] = entries.collect();
-        index
+        let entries: Vec<_> =
+            models.iter().map(|&(model, blob)| (model, Some(version.as_str()), blob)).collect();
+        index_document(&entries)
     }
 
     /// Writes the index of `models` and a config deploying them.
