@@ -17,10 +17,11 @@
 #   warm    (d) 100 published models: `models-fetch sync` with nothing to do (no network, no
 #           re-hash: checked with strace) and `models-fetch run` from spawn to READY=1.
 #   slow    a rate-limited CDN (nginx limit_rate SLOW_RATE per connection, default 16m): one
-#           SLOW_SIZE file (default 128M) by models-fetch (which adds connections while they help,
-#           up to connections_per_file = 4), models-fetch with one connection, aria2c -x4 &&
-#           sha256sum, curl | sha256sum and hf_hub_download 2.4.0; and how many connections
-#           models-fetch used. Parallel ranges pay where one connection is the bottleneck.
+#           SLOW_SIZE file (default 128M; at least 64M, two chunks, or it is streamed) by
+#           models-fetch (which adds connections while they help, up to connections_per_file =
+#           4), models-fetch with one connection, aria2c -x4 && sha256sum, curl | sha256sum and
+#           hf_hub_download 2.4.0; and how many connections models-fetch used. Parallel ranges
+#           pay where one connection is the bottleneck.
 #   sha     is the SHA-256 hardware-accelerated: `models-fetch entry` vs `openssl dgst -sha256`
 #           vs coreutils `sha256sum` (generic C) on the 1 GiB file, the sha_ni CPU flag and the
 #           symbol perf samples land in.
@@ -317,6 +318,13 @@ fresh() {
   mkdir -p "$OUT"
 }
 size_of() { stat -Lc %s "$1" 2>/dev/null || echo 0; }
+# After a part's runs: ends the progress dots, removes the outputs, prints the load.
+end_runs() {
+  echo >&2
+  rm -rf "$OUT"
+  echo "load after: $(load)"
+  echo
+}
 
 echo "# models-fetch download benchmark"
 echo
@@ -442,10 +450,7 @@ if want large; then
       done
       first=''
     done
-    echo >&2
-    rm -rf "$OUT"
-    echo "load after: $(load)"
-    echo
+    end_runs
     header command:-43 sha256?:-7 durable:-7 "wall s:7" MB/s:6 "CPU s:6" "CPU / openssl:13" "RSS MiB:7" \
       "time / dd fsync:15" "time / models-fetch:19"
     mf="$(median <<<"${WALL[L$i.0]}")" dd="$(median <<<"${WALL[L$i.1]}")" ossl="$(median <<<"${CPU[L$i.9]}")"
@@ -519,10 +524,7 @@ if want small; then
       printf . >&2
     done
   done
-  echo >&2
-  rm -rf "$OUT"
-  echo "load after: $(load)"
-  echo
+  end_runs
   aria="$(median <<<"${WALL[S$((n_cases - 1))]}")"
   header command:-42 "wall s:7" files/s:7 MB/s:6 "CPU s:6" "RSS MiB:7" "time / aria2c:13"
   for c in $(seq 0 $((n_cases - 1))); do
@@ -586,16 +588,13 @@ if want slow; then
         exit 1
       }
       if [ "$c" = 0 ]; then # the ramp's last decision (debug log), else one
-        n="$(grep -o 'connections=[0-9]*' "$work/slow.log" | tail -n 1 | cut -d= -f2)"
+        n="$({ grep -o 'connections=[0-9]*' "$work/slow.log" || true; } | tail -n 1 | cut -d= -f2)"
         used+="${n:-1} "
       fi
       printf . >&2
     done
   done
-  echo >&2
-  rm -rf "$OUT"
-  echo "load after: $(load)"
-  echo
+  end_runs
   header command:-55 "wall s:7" MB/s:6 "CPU s:6" "RSS MiB:7" "time / models-fetch:19"
   mf="$(median <<<"${WALL[W0]}")"
   for c in 0 1 2 3 4; do
