@@ -275,10 +275,10 @@ impl Attempt<'_> {
     ) -> Result<(), FetchError> {
         let flushed = feed.flush();
         drop(feed);
-        let ended = sink.end().await;
+        // A failed writer or hasher is the cause of a receiver's "the writer stopped".
+        let ended = sink.end().await?;
         received?;
         flushed?;
-        let ended = ended?;
         match &ended.complete {
             Some(written) => verify::check(written, self.expected),
             None => Err(FetchError::transient(format!(

@@ -123,7 +123,8 @@ pub async fn download(
             remove(partial);
             return Ok(Ended::NoRanges);
         }
-        Err(e) => return Err(e),
+        // A failed writer or hasher is the cause of a connection's "the writer stopped".
+        Err(e) => return Err(ended.err().unwrap_or(e)),
         Ok(()) => {}
     }
     match ended?.complete {
@@ -355,7 +356,8 @@ fn recorder(sidecar_file: &Path, expected: &Expected) -> io::Result<Recorder> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(sidecar_file)?;
     let (sha256, size) = (expected.sha256.to_string(), expected.size);
-    let mut longest = 0;
+    // Never shorter than the record already there (a resumed download's may be longer).
+    let mut longest = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
     Ok(Box::new(move |on_disk: &RangeSet<u64>| {
         let written = on_disk.iter().map(|r| (r.start, r.end)).collect();
         let mut json = serde_json::to_vec(&Sidecar { sha256: sha256.clone(), size, written })
@@ -453,6 +455,16 @@ mod tests {
         record(&few).unwrap();
         assert_eq!(std::fs::metadata(&sidecar).unwrap().len() % 4096, 0);
         assert_eq!(resume_or_start(&partial, &sidecar, &expected).unwrap(), few);
+        // A resumed download's recorder: a shorter record over a longer one still reads back.
+        let holes: RangeSet<u64> = (0..400).map(|i| i * 2_000_003..i * 2_000_003 + 1).collect();
+        let big = Expected { size: 1 << 30, ..expected.clone() };
+        std::fs::File::create(&partial).unwrap().set_len(1 << 30).unwrap();
+        recorder(&sidecar, &big).unwrap()(&holes).unwrap();
+        assert_eq!(resume_or_start(&partial, &sidecar, &big).unwrap(), holes);
+        let whole: RangeSet<u64> = std::iter::once(0..400 * 2_000_003).collect();
+        recorder(&sidecar, &big).unwrap()(&whole).unwrap();
+        assert_eq!(resume_or_start(&partial, &sidecar, &big).unwrap(), whole, "the resume lost its progress");
+        std::fs::File::create(&partial).unwrap().set_len(100).unwrap();
         let other = Expected { size: 101, ..expected };
         assert!(resume_or_start(&partial, &sidecar, &other).unwrap().is_empty(), "another file's sidecar");
     }

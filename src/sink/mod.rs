@@ -51,7 +51,7 @@ impl Ended {
 /// The hasher and writer of one partial file.
 pub struct Sink {
     pool: Arc<Pool>,
-    to_hasher: Sender<ToHasher>,
+    to_hasher: EndOnDrop,
     hasher: JoinHandle<io::Result<Hashed>>,
     writer: JoinHandle<io::Result<RangeSet<u64>>>,
     size: u64,
@@ -103,7 +103,7 @@ impl Sink {
             .name("hasher".into())
             .spawn(move || hash_loop.run())
             .map_err(|e| local("cannot start a hasher thread for", &e))?;
-        Ok(Self { pool, to_hasher, hasher, writer, size, direct, busy_ns })
+        Ok(Self { pool, to_hasher: EndOnDrop(to_hasher), hasher, writer, size, direct, busy_ns })
     }
 
     /// One stream into the partial file at `path`, keeping its first `keep` bytes.
@@ -119,7 +119,7 @@ impl Sink {
 
     /// A receiver's way in: bytes pushed go to the file from `offset` on.
     pub fn feed(&self, offset: u64) -> Feed {
-        Feed { pool: self.pool.clone(), to_hasher: self.to_hasher.clone(), buf: None, position: offset }
+        Feed { pool: self.pool.clone(), to_hasher: self.to_hasher.0.clone(), buf: None, position: offset }
     }
 
     /// Nanoseconds receivers have waited for the hasher and writer so far.
@@ -140,8 +140,7 @@ impl Sink {
     /// Waits for the threads once every feed is flushed or dropped.
     pub async fn end(self) -> Result<Ended, FetchError> {
         let Self { to_hasher, hasher, writer, size, .. } = self;
-        let _ = to_hasher.send(ToHasher::End);
-        drop(to_hasher);
+        drop(to_hasher); // sends End
         tokio::task::spawn_blocking(move || {
             let writer = join(writer);
             let hasher = join(hasher);
@@ -153,6 +152,18 @@ impl Sink {
         })
         .await
         .map_err(|e| FetchError::local("joining the writer", &io::Error::other(e.to_string())))?
+    }
+}
+
+/// Sends `End` when dropped: by `Sink::end`, and when a sink is dropped without it (its
+/// download task aborted, e.g. by a reload). The hasher and writer hold senders to each other,
+/// so neither would ever see its channel close: without this they, their open files and
+/// their buffers would stay for the life of the process.
+struct EndOnDrop(Sender<ToHasher>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(ToHasher::End);
     }
 }
 
@@ -216,6 +227,16 @@ impl Feed {
     }
 }
 
+impl Drop for Feed {
+    /// A feed dropped mid-way (its connection cancelled) gives its buffer back.
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
+        }
+    }
+}
+
+/// What a receiver gets when the writer or hasher has stopped; `Sink::end` has the cause.
 fn stopped() -> FetchError {
     FetchError::local("writing the partial file", &io::Error::other("the writer stopped"))
 }
@@ -325,6 +346,86 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), data);
         let last = recorded.lock().unwrap().last().cloned().unwrap();
         assert_eq!(last.iter().cloned().collect::<Vec<_>>(), vec![0..data.len() as u64]);
+    }
+
+    #[tokio::test]
+    async fn a_sink_dropped_without_end_stops_its_threads() {
+        /// Dropped with the recorder, that is when the writer thread is gone.
+        struct Gone(std::sync::mpsc::Sender<()>);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = partial(&dir, &vec![0u8; 3 << 20]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let gone = Gone(tx);
+        let recorder: Recorder = Box::new(move |_: &RangeSet<u64>| {
+            let _ = &gone;
+            Ok(())
+        });
+        let sink = Sink::start(&path, 3 << 20, RangeSet::new(), 2, Some(recorder)).unwrap();
+        let mut feed = sink.feed(0);
+        feed.push(&vec![1u8; 1_500_000]).await.unwrap();
+        // As when the download task is aborted: the future holding both is dropped.
+        drop(feed);
+        drop(sink);
+        let stopped = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert!(stopped.is_ok(), "the writer thread still runs 5 s after its sink was dropped");
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_is_complete_with_the_empty_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let sink = Sink::stream(&path, 0, 0).unwrap();
+        let ended = sink.end().await.unwrap();
+        let written = ended.complete.unwrap();
+        assert_eq!((written.size, written.sha256), (0, sha(b"")));
+    }
+
+    /// Unaligned ranges (a 10 MB chunk), out of order, resumed at odd offsets, pushes of odd
+    /// sizes and flushes as on an idle connection.
+    #[tokio::test]
+    async fn unaligned_ranges_out_of_order_land_and_hash_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 30_000_777;
+        let data = data(len, 2_654_435_761);
+        let mut content = vec![0u8; len];
+        content[..1_234_567].copy_from_slice(&data[..1_234_567]);
+        content[10_000_000..10_004_097].copy_from_slice(&data[10_000_000..10_004_097]);
+        let path = partial(&dir, &content);
+        let on_disk: RangeSet<u64> = [0..1_234_567, 10_000_000..10_004_097].into_iter().collect();
+        let sink = Sink::start(&path, len as u64, on_disk, 4, None).unwrap();
+        let cuts =
+            [(1_234_567, 10_000_000), (10_004_097, 20_000_000), (20_000_000, 30_000_000), (30_000_000, len)];
+        let mut feeds: Vec<Feed> = cuts.iter().map(|c| sink.feed(c.0 as u64)).collect();
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.0).collect();
+        for step in 0.. {
+            let mut any = false;
+            for i in (0..4).rev() {
+                if at[i] < cuts[i].1 {
+                    let to = (at[i] + [4095, 65_536, 1, 333_333, 4097][(step + i) % 5]).min(cuts[i].1);
+                    feeds[i].push(&data[at[i]..to]).await.unwrap();
+                    at[i] = to;
+                    if step % 7 == i {
+                        feeds[i].flush().unwrap();
+                    }
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        for feed in &mut feeds {
+            feed.flush().unwrap();
+        }
+        drop(feeds);
+        let ended = sink.end().await.unwrap();
+        assert!(std::fs::read(&path).unwrap() == data, "the file differs from the bytes pushed");
+        assert_eq!(ended.complete.unwrap().sha256, sha(&data));
     }
 
     #[tokio::test]

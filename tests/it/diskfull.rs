@@ -12,6 +12,9 @@
 //!   before it started, so its bytes still land; whatever fails after it (a link, the ref) is
 //!   a clear error, no published name holds wrong bytes, and once space returns the next sync
 //!   finishes without downloading the file again.
+//! - A write that fails half-way (`RLIMIT_FSIZE` on the child: EFBIG, as EIO would; no tmpfs,
+//!   no root needed): exit 74 with the OS error itself, not a receiver's "the writer stopped";
+//!   the old version stays.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -227,4 +230,36 @@ fn disk_filled_by_another_writer_during_a_download_never_breaks_a_published_name
     let cdn = &site.origin.requests_to(Route::Cdn)[cdn_before..];
     assert!(cdn.is_empty(), "the file was downloaded again though its bytes were on disk: {cdn:#?}");
     drop(tmpfs);
+}
+
+#[test]
+fn a_write_error_half_way_is_reported_as_itself_and_the_old_version_stays() {
+    use std::os::unix::process::CommandExt;
+    let site = Site::new();
+    let v1 = site.serve(AJNA, data(1, 256 << 10));
+    site.write_index(&[(AJNA, &v1)]);
+    site.sync().assert_ok();
+    // 24 MiB over one stream, several times the sink's buffers; the writer fails at 2 MiB, as
+    // with EIO or a full disk past the reservation.
+    let v2 = site.serve(AJNA, data(2, 24 << 20));
+    site.write_index(&[(AJNA, &v2)]);
+    let mut command = site.command(&["sync"], None);
+    // SAFETY: async-signal-safe calls only, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit { rlim_cur: 2 << 20, rlim_max: libc::RLIM_INFINITY };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let run = crate::harness::run_with_limit(command, crate::harness::RUN_LIMIT, &|| false);
+    run.assert_failed(&[74], AJNA.id, &["file too large (os error 27)"]);
+    assert!(!run.stderr.contains("the writer stopped"), "the cause is lost:\n{}", run.out);
+    site.assert_published(AJNA, &v1);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_invariant("after the write error");
 }
