@@ -254,6 +254,15 @@ mod tests {
         hash_reader(data).unwrap().0
     }
 
+    /// Flushes every feed, then ends the sink.
+    async fn finish(sink: Sink, mut feeds: Vec<Feed>) -> Ended {
+        for feed in &mut feeds {
+            feed.flush().unwrap();
+        }
+        drop(feeds);
+        sink.end().await.unwrap()
+    }
+
     fn partial(dir: &tempfile::TempDir, content: &[u8]) -> std::path::PathBuf {
         let path = dir.path().join("p");
         std::fs::write(&path, content).unwrap();
@@ -337,11 +346,7 @@ mod tests {
                 break;
             }
         }
-        for feed in &mut feeds {
-            feed.flush().unwrap();
-        }
-        drop(feeds);
-        let ended = sink.end().await.unwrap();
+        let ended = finish(sink, feeds).await;
         assert_eq!(ended.complete.unwrap().sha256, sha(&data));
         assert_eq!(std::fs::read(&path).unwrap(), data);
         let last = recorded.lock().unwrap().last().cloned().unwrap();
@@ -419,11 +424,7 @@ mod tests {
                 break;
             }
         }
-        for feed in &mut feeds {
-            feed.flush().unwrap();
-        }
-        drop(feeds);
-        let ended = sink.end().await.unwrap();
+        let ended = finish(sink, feeds).await;
         assert!(std::fs::read(&path).unwrap() == data, "the file differs from the bytes pushed");
         assert_eq!(ended.complete.unwrap().sha256, sha(&data));
     }

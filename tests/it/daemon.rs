@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
-use crate::harness::{Model, index_document};
+use crate::harness::{Model, clean_env, index_document};
 use crate::origin::{Blob, Fault, Host, Origin, Route, Rule, hex};
 use crate::util::{temp_dir, write};
 
@@ -165,31 +165,6 @@ impl Setup {
             .as_array()
             .and_then(|models| models.iter().find(|m| m["id"] == model.id))
             .unwrap_or_else(|| panic!("{} not in status --json: {status:#}", model.id))
-    }
-}
-
-/// Removes what the caller's environment could change about a run.
-pub fn clean_env(command: &mut Command) {
-    for var in [
-        "MODELS_FETCH_CONFIG",
-        "MODELS_FETCH_LOG",
-        "RUST_LOG",
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "HF_HUB_OFFLINE",
-        "CREDENTIALS_DIRECTORY",
-        "JOURNAL_STREAM",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        command.env_remove(var);
     }
 }
 
@@ -396,6 +371,19 @@ impl Daemon {
         matches: impl Fn(&str) -> bool,
     ) -> (usize, Message) {
         self.expect(from, limit, what, |m| m.status().is_some_and(&matches))
+    }
+
+    /// SIGHUP after message `from`, then READY=1 and a STATUS with every model ready.
+    pub fn reload_until_all_ready(&self, from: usize) {
+        self.signal(libc::SIGHUP);
+        let (reloaded, _) =
+            self.expect(from, Duration::from_secs(5), "READY=1 after the reload", |m| m.has("READY=1"));
+        self.expect_status(
+            reloaded,
+            Duration::from_secs(5),
+            "STATUS all models ready after the reload",
+            all_ready,
+        );
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -678,15 +666,7 @@ fn reload_retries_a_model_that_failed_for_good_at_once() {
 
     // The file is uploaded; the admin reloads rather than wait for the next re-check (6 h).
     let blob = setup.serve(AJNA, content);
-    daemon.signal(libc::SIGHUP);
-    let (reloaded, _) =
-        daemon.expect(failed, Duration::from_secs(5), "READY=1 after the reload", |m| m.has("READY=1"));
-    daemon.expect_status(
-        reloaded,
-        Duration::from_secs(5),
-        "STATUS 1/1 models ready after the reload",
-        all_ready,
-    );
+    daemon.reload_until_all_ready(failed);
     setup.assert_published(AJNA, &blob);
 }
 
@@ -704,15 +684,7 @@ fn reload_reads_the_token_again_for_the_models_it_keeps() {
 
     // The admin puts the right token in place and reloads.
     write(setup.dir.path(), "token", &format!("{TOKEN}\n"));
-    daemon.signal(libc::SIGHUP);
-    let (reloaded, _) =
-        daemon.expect(failed, Duration::from_secs(5), "READY=1 after the reload", |m| m.has("READY=1"));
-    daemon.expect_status(
-        reloaded,
-        Duration::from_secs(5),
-        "STATUS 1/1 models ready after the reload",
-        all_ready,
-    );
+    daemon.reload_until_all_ready(failed);
     setup.assert_published(AJNA, &blob);
 }
 

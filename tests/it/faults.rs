@@ -150,21 +150,7 @@ impl Case {
         let mut command = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
         command.arg("sync").arg("--config").arg(self.dir.path().join("config.toml"));
         command.current_dir(self.dir.path()).stdin(Stdio::null());
-        for var in [
-            "MODELS_FETCH_CONFIG",
-            "RUST_LOG",
-            "HF_TOKEN",
-            "HF_ENDPOINT",
-            "HF_HUB_OFFLINE",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-        ] {
-            command.env_remove(var);
-        }
+        crate::harness::clean_env(&mut command);
         let run = run_with_limit(command, RUN_LIMIT, kill);
         assert!(!run.out.contains(TOKEN), "the token was printed:\n{}", run.out);
         assert!(!run.out.contains(SIGNATURE_MARKER), "a presigned query was printed:\n{}", run.out);
