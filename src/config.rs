@@ -1,7 +1,10 @@
-//! The daemon's configuration file (TOML), as the NixOS module renders it.
+//! The daemon's configuration file: TOML, or JSON when its name ends in `.json` (the NixOS
+//! module renders it with `builtins.toJSON`). Both have the same keys and the same values
+//! (durations and sizes are strings in both).
 //!
-//! Parsing is strict: an unknown key is an error naming the key. Relative paths are taken
-//! relative to the directory of the config file, so a config and its index can travel together.
+//! Parsing is strict: an unknown key is an error naming the key, and so is a value of the wrong
+//! type. Relative paths are taken relative to the directory of the config file, so a config and
+//! its index can travel together.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,37 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::index::source::DEFAULT_ENDPOINT;
+
+/// Where the config is looked for without `--config` (or `MODELS_FETCH_CONFIG`): the first that
+/// exists, else the first. Hosts without NixOS write the TOML one (packaging/); the NixOS module
+/// installs the JSON one.
+pub const DEFAULT_PATHS: [&str; 2] = ["/etc/models-fetch/config.toml", "/etc/models-fetch/config.json"];
+
+/// The config file to read when none is named: the first of [`DEFAULT_PATHS`] that exists.
+pub fn default_path() -> PathBuf {
+    first_existing(&DEFAULT_PATHS.map(Path::new))
+}
+
+fn first_existing(candidates: &[&Path]) -> PathBuf {
+    candidates.iter().find(|p| p.exists()).unwrap_or(&candidates[0]).to_path_buf()
+}
+
+/// The syntax of a config file, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Toml,
+    Json,
+}
+
+impl Format {
+    fn of(path: &Path) -> Self {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            Format::Json
+        } else {
+            Format::Toml
+        }
+    }
+}
 
 /// The configuration, with paths made absolute (or relative to the working directory when the
 /// config file's own path was).
@@ -172,11 +206,16 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses config text; relative paths in it are resolved against `path`'s directory.
+    /// Parses config text, JSON when `path` ends in `.json` and TOML otherwise; relative paths
+    /// in it are resolved against `path`'s directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parsed = match Format::of(path) {
+            Format::Toml => toml::from_str(text).map_err(|e| e.to_string()),
+            Format::Json => from_json(text),
+        };
+        let mut config: Config = parsed.map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
+            message: message.trim_end().replace('\n', "\n  "),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         for dir in [&mut config.index, &mut config.cache_dir, &mut config.store_dir] {
@@ -222,6 +261,18 @@ impl Config {
         })?;
         Ok(config)
     }
+}
+
+/// A JSON config; an error names the key it is about (`stall_timeout: invalid type: ...`), as
+/// TOML's errors show the line with the key.
+fn from_json(text: &str) -> Result<Config, String> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let key = e.path().to_string();
+        if key == "." { e.into_inner().to_string() } else { format!("{key}: {}", e.into_inner()) }
+    })?;
+    json.end().map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 /// An endpoint is an http(s) URL without credentials, query or fragment; returned without a
@@ -303,6 +354,67 @@ mod tests {
         let err = parse("index = \"i.json\"\ndeployed_model = []\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `deployed_model`"), "{err}");
         assert!(err.starts_with("/etc/models-fetch/config.toml:"), "{err}");
+    }
+
+    fn parse_json(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/models-fetch/config.json"), text)
+    }
+
+    #[test]
+    fn json_reads_the_same_keys_as_toml() {
+        let toml = parse(
+            r#"
+            index = "index.json"
+            endpoint = "http://127.0.0.1:8080/"
+            stall_timeout = "1m"
+            chunk_size = "16MiB"
+            rehash_interval = "7d"
+            deployed_models = ["anahata-heart-v1"]
+            [chakra_models]
+            ajna = ["ajna-insight-v2"]
+            "#,
+        )
+        .unwrap();
+        let json = parse_json(
+            r#"{"index": "index.json", "endpoint": "http://127.0.0.1:8080/", "stall_timeout": "1m",
+                "chunk_size": "16MiB", "rehash_interval": "7d", "deployed_models": ["anahata-heart-v1"],
+                "chakra_models": {"ajna": ["ajna-insight-v2"]}, "proxy": null}"#,
+        )
+        .unwrap();
+        assert_eq!(json, toml);
+        assert_eq!(json.index, Path::new("/etc/models-fetch/index.json"));
+    }
+
+    #[test]
+    fn json_errors_name_the_file_and_the_key() {
+        let err = parse_json(r#"{"index": "i.json", "deployed_model": []}"#).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/models-fetch/config.json:"), "{err}");
+        assert!(err.contains("unknown field `deployed_model`, expected one of `index`"), "{err}");
+        let err = parse_json(r#"{"index": "i.json", "stall_timeout": 30}"#).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/models-fetch/config.json: stall_timeout: invalid type"), "{err}");
+        let err =
+            parse_json(r#"{"index": "i.json", "chakra_models": {"ajna": [1]}}"#).unwrap_err().to_string();
+        assert!(err.contains(": chakra_models.ajna[0]: invalid type: integer `1`"), "{err}");
+        let err = parse_json(r#"{"index": "i.json", "max_retries": null}"#).unwrap_err().to_string();
+        assert!(err.contains("max_retries: invalid type: null"), "{err}");
+        let err = parse_json(r#"{"index": "i.json"} {}"#).unwrap_err().to_string();
+        assert!(err.contains("trailing characters"), "{err}");
+        let err = parse_json(r#"{"deployed_models": []}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `index`"), "{err}");
+        // Only a .json name is JSON.
+        let err = parse(r#"{"index": "i.json"}"#).unwrap_err().to_string();
+        assert!(err.contains("TOML parse error"), "{err}");
+    }
+
+    #[test]
+    fn default_path_is_the_first_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (toml, json) = (dir.path().join("config.toml"), dir.path().join("config.json"));
+        assert_eq!(first_existing(&[&toml, &json]), toml);
+        std::fs::write(&json, "{}").unwrap();
+        assert_eq!(first_existing(&[&toml, &json]), json);
+        std::fs::write(&toml, "").unwrap();
+        assert_eq!(first_existing(&[&toml, &json]), toml);
     }
 
     #[test]

@@ -19,9 +19,6 @@ use crate::config::{Config, ConfigError};
 use crate::index::{Index, IndexError};
 use crate::plan::PlanErrors;
 
-/// Where `--config` points when neither the flag nor `MODELS_FETCH_CONFIG` is given.
-pub const DEFAULT_CONFIG: &str = "/etc/models-fetch/config.toml";
-
 /// Put verified model files from the Hugging Face Hub on this host.
 #[derive(Debug, Parser)]
 #[command(name = "models-fetch", version)]
@@ -62,8 +59,10 @@ enum Command {
 /// The config file flag shared by the subcommands that read the daemon's config.
 #[derive(Debug, clap::Args)]
 struct ConfigArg {
-    /// The daemon's config file (TOML).
-    #[arg(long, value_name = "FILE", env = "MODELS_FETCH_CONFIG", default_value = DEFAULT_CONFIG)]
+    /// The daemon's config file: TOML, or JSON when its name ends in `.json`. Without the flag
+    /// or MODELS_FETCH_CONFIG: /etc/models-fetch/config.toml, or /etc/models-fetch/config.json
+    /// (the NixOS module's) when only that exists.
+    #[arg(long, value_name = "FILE", env = "MODELS_FETCH_CONFIG", default_value_os_t = crate::config::default_path())]
     config: PathBuf,
 }
 
