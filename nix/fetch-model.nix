@@ -7,8 +7,12 @@
 #   model = fetchModel { id = "ajna-insight-v2"; indexPath = ./index.json; };
 #   # "${model}" is the file itself.
 #
-# The URL is the entry's downloadUrl, or the Hub resolve URL of artifact.repo/revision/path on
-# `endpoint`. A private repository needs credentials the build can read, which fetchurl only
+# The URL is the one models-fetch itself fetches (nix/lib.nix computes it as src/index/source.rs
+# does; tests/it/nix.rs compares the two over hostile file names): the Hub resolve URL of
+# artifact.repo/revision/path on `endpoint`, every byte outside A-Za-z0-9-._~ percent-encoded;
+# else the entry's downloadUrl (rebuilt the same way when it is a resolve URL, on `endpoint`
+# when it names the public Hub). The index itself is not validated here: check it with
+# `models-fetch validate` (the fixed sha256 guards the content either way). A private repository needs credentials the build can read, which fetchurl only
 # takes from a netrc file (its netrcPhase / netrcImpureEnvVars arguments, passed through
 # here); a token never belongs in a derivation.
 { fetchurl }:
@@ -33,7 +37,7 @@ let
 in
 if stubs != [ ] then
   throw "fetch-model: Model '${id}' is a stub entry in ${indexName}; replace the placeholder values of: ${
-    concatStringsSep ", " (map (s: "${s.pointer} (${s.reason})") stubs)}"
+    concatStringsSep ", " (map mf.showStub stubs)}"
 else if url == null then
   throw "fetch-model: Model '${id}' has no source in ${indexName}: give its artifact a repo or a downloadUrl"
 else

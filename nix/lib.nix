@@ -7,17 +7,20 @@
 #
 # The chakra names are read from schema.json and the stub rules are those of
 # src/index/checks.rs, so the module refuses what `models-fetch plan` refuses, before a
-# switch instead of at the daemon's start.
+# switch instead of at the daemon's start. nix/fetch-model.nix computes the URL of a file in
+# Nix, as src/index/source.rs does; tests/it/nix.rs compares both over hostile names.
 let
   inherit (builtins)
     attrNames
     concatLists
     concatStringsSep
     elem
+    elemAt
     filter
     foldl'
     fromJSON
     genList
+    head
     isAttrs
     isBool
     isFloat
@@ -30,8 +33,10 @@ let
     match
     readFile
     replaceStrings
+    split
     stringLength
     substring
+    toJSON
     typeOf
     ;
 
@@ -42,6 +47,8 @@ let
 
   # --- small helpers (what nixpkgs' lib would give) ----------------------------------------
   hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
+  hasSuffix = suffix: s:
+    let n = stringLength s - stringLength suffix; in n >= 0 && substring n (-1) s == suffix;
   removePrefix = prefix: s:
     if hasPrefix prefix s then substring (stringLength prefix) (-1) s else s;
   unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
@@ -49,6 +56,12 @@ let
   mapAttrsToList = f: attrs: map (name: f name attrs.${name}) (attrNames attrs);
   optional = cond: x: if cond then [ x ] else [ ];
   optionalAttrs = cond: attrs: if cond then attrs else { };
+  sublist = start: count: list: genList (i: elemAt list (start + i)) count;
+  mod = a: b: a - a / b * b;
+  lowerCase = replaceStrings
+    [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ]
+    [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
+  upperHex = replaceStrings [ "a" "b" "c" "d" "e" "f" ] [ "A" "B" "C" "D" "E" "F" ];
   quoteList = ids: concatStringsSep ", " ids;
   # Absolute path strings only: no empty, ".", ".." segments, no trailing "/".
   normalPath = p: match "(/[^/]+)+" p != null && match ".*/\\.\\.?(/.*)?" p == null;
@@ -57,7 +70,8 @@ let
   allZeroSha256 = "0000000000000000000000000000000000000000000000000000000000000000";
 
   # Placeholder values of one entry, as src/index/checks.rs finds them: `{ pointer; reason; }`
-  # with pointers relative to the entry (`/artifact/sha256`).
+  # with pointers relative to the entry (`/artifact/sha256`). tests/it/nix.rs compares them
+  # with the daemon's.
   stubFields = entry:
     let
       escape = replaceStrings [ "~" "/" ] [ "~0" "~1" ];
@@ -72,7 +86,7 @@ let
         let reason = reasonOf pointer value; in
         if reason != null then [{ inherit pointer reason; }]
         else if isAttrs value then concatMap (k: walk "${pointer}/${escape k}" value.${k}) (attrNames value)
-        else if isList value then concatLists (genList (i: walk "${pointer}/${toString i}" (builtins.elemAt value i)) (length value))
+        else if isList value then concatLists (genList (i: walk "${pointer}/${toString i}" (elemAt value i)) (length value))
         else [ ];
     in
     walk "" entry;
@@ -80,28 +94,96 @@ let
   # `artifact.sha256 (is all zeros)`, as the daemon prints a stub field.
   showStub = s: "${replaceStrings [ "/" ] [ "." ] (removePrefix "/" s.pointer)} (${s.reason})";
 
-  # Percent-encodes what a path segment of a resolve URL cannot hold as it is.
-  encodeSegment = replaceStrings [ "%" "/" " " "?" "#" ] [ "%25" "%2F" "%20" "%3F" "%23" ];
+  # --- percent-encoding, byte for byte as src/index/source.rs does it -------------------------
+  # Nix strings are bytes: `substring i 1` is one byte, a non-ASCII character several. Each byte
+  # UTF-8 text can hold, as a one-byte string, cut from a character fromJSON builds (a JSON
+  # \u escape gives a code point's UTF-8 bytes): 01..7F are themselves; the continuation bytes
+  # 80..BF end U+0080..U+00BF; the lead bytes C2..F4 start the first code point they lead.
+  # NUL cannot be in a Nix string, and C0, C1, F5..FF are in no UTF-8 text.
+  hexDigits = [ "0" "1" "2" "3" "4" "5" "6" "7" "8" "9" "A" "B" "C" "D" "E" "F" ];
+  hex2 = n: elemAt hexDigits (n / 16) + elemAt hexDigits (mod n 16);
+  hex4 = n: hex2 (n / 256) + hex2 (mod n 256);
+  character = cp: fromJSON "\"\\u${hex4 cp}\"";
+  # Above U+FFFF, JSON needs a surrogate pair.
+  astral = cp: fromJSON "\"\\u${hex4 (55296 + (cp - 65536) / 1024)}\\u${hex4 (56320 + mod (cp - 65536) 1024)}\"";
+  byteString = n:
+    if n < 128 then character n
+    else if n < 192 then substring 1 1 (character n)
+    else if n < 224 then substring 0 1 (character ((n - 192) * 64))
+    else if n < 240 then substring 0 1 (character (if n == 224 then 2048 else (n - 224) * 4096))
+    else substring 0 1 (astral (if n == 240 then 65536 else (n - 240) * 262144));
+  utf8Bytes = genList (i: i + 1) 191 ++ genList (i: i + 194) 51;
+  bytes = map (n: { inherit n; s = byteString n; }) utf8Bytes;
 
-  # The URL an entry's file is fetched from: `downloadUrl` as it is (a public-Hub resolve URL
-  # follows `endpoint`, as in the daemon), else the Hub resolve URL of `repo`; null without
-  # either.
+  # A path segment of a resolve URL: every byte outside A-Za-z0-9-._~ as %XX (the daemon's
+  # SEGMENT set), so "/" inside a revision becomes %2F.
+  encodedByte = listToAttrs (map
+    (b: { name = b.s; value = if match "[A-Za-z0-9._~-]" b.s != null then b.s else "%${hex2 b.n}"; })
+    bytes);
+  encodeSegment = s: concatStringsSep "" (genList
+    (i: encodedByte.${substring i 1 s} or (throw "models-fetch: ${toJSON s} is not UTF-8 text"))
+    (stringLength s));
+
+  # %XX sequences back to their bytes (percent_decode_str); anything else stays as it is.
+  decodedByte = listToAttrs (map (b: { name = hex2 b.n; value = b.s; }) bytes);
+  decodePercent = s: concatStringsSep "" (map
+    (part:
+      if isString part then part
+      else decodedByte.${upperHex (head part)} or (throw "models-fetch: ${toJSON s} percent-encodes a byte that is not UTF-8 text"))
+    (split "%([0-9A-Fa-f]{2})" s));
+
+  # --- the URL an entry's file is fetched from, as src/index/source.rs builds it --------------
+  publicHub = "https://huggingface.co";
+  segmentsOf = s: filter isString (split "/" s);
+  trimSlashes = s: let m = match "(.*[^/])/*" s; in if m == null then "" else head m;
+
+  # `{endpoint}/{repo}/resolve/{revision}/{path}`: the revision encoded as one segment, the
+  # path segment by segment (HubFile::resolve_url).
+  resolveUrl = hub: concatStringsSep "/" ([ hub.endpoint hub.repo "resolve" (encodeSegment hub.revision) ]
+    ++ map encodeSegment (segmentsOf hub.path));
+
+  # A downloadUrl of the form `{endpoint}/{org}/{name}/resolve/{revision}/{path...}` (http or
+  # https, no query or fragment) as a Hub file, its revision and path decoded; null for any
+  # other URL (hub_of_url). The endpoint is the URL's origin as the url crate writes it
+  # (scheme and host in lower case, no user info, no default port) and the segments before
+  # `{org}`. Not mirrored: the url crate's other normalisations (dot segments, backslashes,
+  # IDNA hosts) of URLs the daemon's index checks refuse or that no real index holds.
+  hubOfUrl = url:
+    let
+      m = match "([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(/[^?#]*)?" url;
+      scheme = lowerCase (elemAt m 0);
+      hostPort = lowerCase (foldl' (_: part: part) "" (segmentsOf (replaceStrings [ "@" ] [ "/" ] (elemAt m 1))));
+      port = { http = ":80"; https = ":443"; }.${scheme};
+      authority = if hasSuffix port hostPort then substring 0 (stringLength hostPort - stringLength port) hostPort else hostPort;
+      segments = segmentsOf (removePrefix "/" (if elemAt m 2 == null then "/" else elemAt m 2));
+      n = length segments;
+      at = foldl' (found: i: if elemAt segments i == "resolve" then i else found) null (genList (i: i) n);
+    in
+    if m == null || !(elem scheme [ "http" "https" ]) || at == null || at < 2 || n < at + 3 then null
+    else {
+      endpoint = concatStringsSep "/" ([ "${scheme}://${authority}" ] ++ sublist 0 (at - 2) segments);
+      repo = "${elemAt segments (at - 2)}/${elemAt segments (at - 1)}";
+      revision = decodePercent (elemAt segments (at + 1));
+      path = concatStringsSep "/" (map decodePercent (sublist (at + 2) (n - at - 2) segments));
+    };
+
+  # The URL of an entry's file (Source::of): the Hub resolve URL of `repo` on `endpoint`; else
+  # a `downloadUrl` of the resolve form, rebuilt (on `endpoint` when it names the public Hub);
+  # else `downloadUrl` as it is; null without either.
   sourceUrl = endpoint: entry:
     let
       a = entry.artifact or { };
-      publicHub = "https://huggingface.co/";
-      path = concatStringsSep "/" (map encodeSegment (filter isString (builtins.split "/" (a.path or a.filename))));
+      hub = hubOfUrl a.downloadUrl;
     in
-    if a ? repo then "${endpoint}/${a.repo}/resolve/${encodeSegment (a.revision or "main")}/${path}"
-    else if a ? downloadUrl && hasPrefix publicHub a.downloadUrl && match "[^?#]*/resolve/[^?#]*" a.downloadUrl != null
-    then "${endpoint}/${removePrefix publicHub a.downloadUrl}"
-    else a.downloadUrl or null;
+    if a ? repo then
+      resolveUrl { endpoint = trimSlashes endpoint; inherit (a) repo; revision = a.revision or "main"; path = a.path or a.filename; }
+    else if !(a ? downloadUrl) then null
+    else if hub == null then a.downloadUrl
+    else resolveUrl (hub // optionalAttrs (hub.endpoint == publicHub) { endpoint = trimSlashes endpoint; });
 
   # --- TOML ---------------------------------------------------------------------------------
   # Control characters as strings (fromJSON is the only way to write them in Nix; NUL cannot be
   # in a Nix string at all), with the escape TOML wants for each.
-  hexDigits = [ "0" "1" "2" "3" "4" "5" "6" "7" "8" "9" "a" "b" "c" "d" "e" "f" ];
-  hex2 = n: builtins.elemAt hexDigits (n / 16) + builtins.elemAt hexDigits (n - n / 16 * 16);
   controlCodes = genList (i: i + 1) 31 ++ [ 127 ];
   shortEscapes = { "8" = "\\b"; "9" = "\\t"; "10" = "\\n"; "12" = "\\f"; "13" = "\\r"; };
   escapeOf = n: shortEscapes.${toString n} or "\\u00${hex2 n}";
@@ -438,5 +520,6 @@ let
 in
 {
   inherit chakras defaults consumerDefaults withDefaults evaluate toTOML renderUnit stubFields
-    sourceUrl;
+    showStub sourceUrl encodeSegment;
+  byteCount = length bytes;
 }

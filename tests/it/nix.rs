@@ -218,6 +218,64 @@ fn rendered_config_is_read_by_the_daemon() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// nix/fetch-model.nix computes the URL of a file in Nix; for hostile names (spaces, `+`, `=`,
+/// `#`, `%`, `?`, `&`, quotes, non-ASCII of two, three and four bytes, nested folders,
+/// revisions with `/`, resolve-form downloadUrls encoded or not, on the public Hub, another
+/// host or with an upper-case host) it is the URL `models-fetch plan` fetches, and the module's
+/// deploy order is the daemon's.
+#[test]
+fn fetch_model_urls_are_the_daemons_for_hostile_names() {
+    let Some(cases) = cases() else { return };
+    let urls = &cases["shared"]["urls"];
+    let dir = temp_dir();
+    let config = write(dir.path(), "hostile.toml", str_of(urls, "toml"));
+    let output = models_fetch(&["plan", "--json", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let daemon: Vec<(&str, &str)> =
+        plan["items"].as_array().unwrap().iter().map(|i| (str_of(i, "id"), str_of(i, "source"))).collect();
+    let order: Vec<&str> =
+        urls["deploySet"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(daemon.iter().map(|(id, _)| *id).collect::<Vec<_>>(), order, "the deploy order differs");
+    let nix: BTreeMap<&str, &str> =
+        urls["fetchModel"].as_array().unwrap().iter().map(|m| (str_of(m, "id"), str_of(m, "url"))).collect();
+    assert_eq!(nix.len(), daemon.len());
+    let differences: Vec<String> = daemon
+        .iter()
+        .filter(|(id, url)| nix.get(id) != Some(url))
+        .map(|(id, url)| {
+            format!("{id}:\n  daemon    {url}\n  Nix       {}", nix.get(id).unwrap_or(&"(none)"))
+        })
+        .collect();
+    assert!(differences.is_empty(), "fetch-model.nix and the daemon disagree:\n{}", differences.join("\n"));
+}
+
+/// fetch-model.nix refuses stub entries by its own reading of the stub rules (it has no daemon
+/// to ask); it names the fields `models-fetch plan` names.
+#[test]
+fn fetch_model_refuses_the_stub_fields_the_daemon_refuses() {
+    let Some(cases) = cases() else { return };
+    let dir = temp_dir();
+    for stub in cases["shared"]["stubs"].as_array().unwrap() {
+        let id = str_of(stub, "id");
+        assert_eq!(stub["refused"], true, "fetch-model.nix fetches the stub {id}");
+        let config = serde_json::json!({ "index": stub["index"], "deployed_models": [id] });
+        let config = write(dir.path(), &format!("{id}.json"), &config.to_string());
+        let out = text(&models_fetch(&["plan", "--config", config.to_str().unwrap()]));
+        let listed = out
+            .lines()
+            .find(|l| l.contains(&format!("Model '{id}' is a stub entry")))
+            .and_then(|l| l.split("replace the placeholder values of: ").nth(1))
+            .unwrap_or_else(|| panic!("the daemon does not refuse {id} as a stub:\n{out}"));
+        let mut daemon: Vec<&str> = listed.split(", ").collect();
+        let mut nix: Vec<&str> =
+            stub["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        daemon.sort_unstable();
+        nix.sort_unstable();
+        assert_eq!(nix, daemon, "{id}: fetch-model.nix and the daemon name different stub fields");
+    }
+}
+
 /// The daemon's keys (from its own "unknown field" error, which lists them all) and the
 /// module's: every key the typed options write is one the daemon reads, `token_file` is never
 /// written, and every other daemon key has an example in tests/nix/cases.nix that the daemon

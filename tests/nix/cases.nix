@@ -9,12 +9,16 @@
 #               `settings` must survive TOML rendering and parsing unchanged;
 #   keys        with the daemon's own list of keys, every one is covered, none unknown;
 #   tomlSamples each `toml` parses (toml crate) back to its `value`;
+#   shared      values the daemon computes too: fetch-model.nix's URLs and the deploy order
+#               for hostile file names, and the stub fields fetch-model.nix refuses;
 #   units       rendered unit files, compared with packaging/models-fetch.service.
 let
   mf = import ../../nix/lib.nix;
   examples = ../../examples/index.json;
   seed = ../../nix/index.json;
   edge = ./edge-index.json;
+  hostile = ./hostile-names.json;
+  fetchModel = import ../../nix/fetch-model.nix { fetchurl = args: args; };
 
   # The paths a test host has: the daemon as packaging/ installs it, and each case's own
   # index named by its real path (so `models-fetch plan` can read it).
@@ -79,6 +83,29 @@ let
     user = "models-fetch";
     consumers.inference.models = [ "ajna-insight-v2" ];
   });
+
+  # fetch-model.nix and the daemon over hostile file names: every entry but the stub, from
+  # deployedModels and chakraModels (one twice), on an endpoint with a path and a slash.
+  hostileIndex = builtins.fromJSON (builtins.readFile hostile);
+  hostileIds = builtins.filter (id: id != "hostile-stub-v1") (map (e: e.id) hostileIndex.models);
+  hostileEndpoint = "http://hub.internal:8080/hf/";
+  hostileRun = run {
+    indexPath = hostile;
+    huggingFace = { enable = true; endpoint = hostileEndpoint; };
+    deployedModels = builtins.genList (i: builtins.elemAt hostileIds (i * 2)) 9;
+    chakraModels.soma = hostileIds;
+  };
+
+  # Each stub entry as fetch-model.nix sees it: refused, naming the fields the daemon names.
+  stubsOf = index: ids: map
+    (id: {
+      inherit id;
+      index = toString index;
+      fields = map mf.showStub (mf.stubFields (builtins.head (builtins.filter (e: e.id == id)
+        (builtins.fromJSON (builtins.readFile index)).models)));
+      refused = !(builtins.tryEval (fetchModel { inherit id; indexPath = index; }).url).success;
+    })
+    ids;
 
   unitFor = cfg: mf.renderUnit (run cfg).unit;
 in
@@ -220,7 +247,7 @@ in
       };
       want = ''
         "key with space" = 1
-        s = "a\"b\\c\nd\te\u0001\u001f\u007fü"
+        s = "a\"b\\c\nd\te\u0001\u001F\u007Fü"
 
         [t]
         x = [true, false]
@@ -259,6 +286,14 @@ in
       ];
     }
     {
+      name = "percent-encoding: a one-byte string for each of the 242 bytes UTF-8 text holds; every byte outside A-Za-z0-9-._~ as %XX";
+      got = { inherit (mf) byteCount; encoded = map mf.encodeSegment [ "a b+c=d#e%f?g&h/i" "ü" "日本" "🤗" "~._-AZaz09" ]; };
+      want = {
+        byteCount = 242;
+        encoded = [ "a%20b%2Bc%3Dd%23e%25f%3Fg%26h%2Fi" "%C3%BC" "%E6%97%A5%E6%9C%AC" "%F0%9F%A4%97" "~._-AZaz09" ];
+      };
+    }
+    {
       name = "source URLs (fetch-model.nix): repo, downloadUrl on the public Hub follows endpoint, other URLs as they are";
       got = map (mf.sourceUrl "http://hub.internal") ((builtins.fromJSON (builtins.readFile edge)).models ++ (builtins.fromJSON (builtins.readFile examples)).models);
       want = [
@@ -274,7 +309,6 @@ in
       name = "fetch-model.nix: fetchurl gets the URL, a store name and the entry's sha256; stubs and unknown ids are refused";
       got =
         let
-          fetchModel = import ../../nix/fetch-model.nix { fetchurl = args: args; };
           fetched = fetchModel { id = "pr-revision-v1"; indexPath = edge; endpoint = "http://hub.internal"; };
           refused = id: !(builtins.tryEval (fetchModel { inherit id; indexPath = edge; }).url).success;
         in
@@ -401,6 +435,16 @@ in
   keys = {
     typed = builtins.attrNames (run good).settings;
     viaSettings = builtins.attrNames everyOtherKey;
+  };
+
+  shared = {
+    # `models-fetch plan --json` on `toml` gives each id's URL in this order.
+    urls = {
+      inherit (hostileRun) toml deploySet;
+      fetchModel = map (id: { inherit id; inherit (fetchModel { inherit id; indexPath = hostile; endpoint = hostileEndpoint; }) url; }) hostileIds;
+    };
+    # `models-fetch plan` on each stub entry names the same fields.
+    stubs = stubsOf seed [ "muladhara-foundation-v1" ] ++ stubsOf hostile [ "hostile-stub-v1" ];
   };
 
   tomlSamples = map (value: { inherit value; toml = mf.toTOML value; }) [
