@@ -1,7 +1,9 @@
 # The NixOS module `services.models`: the options, and their wiring into NixOS. Every value it
 # deploys (the daemon's config file, the unit, the consumers' settings, the assertions) is
 # computed by nix/lib.nix, plain Nix that CI evaluates for real (tests/nix/, tests/it/nix.rs);
-# nixpkgs' module system cannot run there. README.md, section "NixOS", describes its use.
+# nixpkgs' module system cannot run there. What the daemon checks itself (the index, the ids,
+# every config key) it checks here too, at build time (checkConfig). README.md, section
+# "NixOS", describes its use.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types literalExpression;
@@ -33,26 +35,26 @@ let
   # the /etc links and reloads the service (reloadTriggers), downloads go on.
   evaluated = evaluate "/etc/models-fetch/index.json";
 
-  # The daemon's config file is rendered by nix/lib.nix's own TOML renderer, not by
-  # (pkgs.formats.toml { }).generate: the pure renderer is what CI can evaluate, so the tests
-  # hand the daemon (`models-fetch plan`) the very text deployed here. The `settings` option
-  # still has the TOML format's type.
-  configText = evaluated.toml;
+  # The daemon's config file is JSON (builtins.toJSON, in nix/lib.nix), which the daemon reads
+  # by its .json name as strictly as TOML; the tests hand the daemon the very text deployed here.
+  configText = evaluated.json;
   canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
   # With checkConfig, the daemon checks the file at build time against the same index in the
-  # store: a schema error in the index or a typo in `settings` fails the build, not the service.
+  # store: an unknown id, a stub entry, a schema error in the index or a typo in `settings`
+  # fails the build with the daemon's own message, not the service.
   configFile =
     if cfg.checkConfig && canRun then
-      pkgs.runCommand "models-fetch.toml"
+      pkgs.runCommand "models-fetch.json"
         {
           inherit configText;
-          checkText = (evaluate "${indexFile}").toml;
+          checkText = (evaluate "${indexFile}").json;
           passAsFile = [ "configText" "checkText" ];
         } ''
-        MODELS_FETCH_LOG=warn ${exe} --log stderr plan --config "$checkTextPath" >/dev/null
+        cp "$checkTextPath" check.json
+        ${evaluated.checkCommand { inherit exe; config = "check.json"; }}
         cp "$configTextPath" "$out"
       ''
-    else pkgs.writeText "models-fetch.toml" configText;
+    else pkgs.writeText "models-fetch.json" configText;
 
   consumerModule = {
     options = {
@@ -199,12 +201,13 @@ in
     };
 
     settings = mkOption {
-      type = (pkgs.formats.toml { }).type;
+      type = (pkgs.formats.json { }).type;
       default = defaults.settings;
       example = { max_parallel_models = 4; stall_timeout = "1m"; rehash_interval = "7d"; };
       description = ''
         Further keys of the daemon's config file (README.md, "The config file"), merged over
-        the ones the options above set. Never `token_file`: use huggingFace.tokenFile.
+        the ones the options above set; a `null` leaves a key at the daemon's default. Never
+        `token_file`: use huggingFace.tokenFile.
       '';
     };
 
@@ -245,7 +248,7 @@ in
 
     (lib.mkIf cfg.huggingFace.enable {
       # `models-fetch status` and `wait` read it by default.
-      environment.etc."models-fetch/config.toml".source = configFile;
+      environment.etc."models-fetch/config.json".source = configFile;
       environment.systemPackages = [ cfg.package ];
 
       users.users = lib.optionalAttrs (cfg.user != null) {

@@ -2,13 +2,18 @@
 #
 # module.nix declares the options and passes their values to `evaluate`; everything the module
 # deploys (the daemon's config file, the unit, the consumer settings, the assertions) comes
-# from here. nixpkgs' `lib` is on no package registry, so CI cannot run the module system; it
-# can evaluate this file for real (`nix-instantiate --eval --strict --json`, tests/nix/).
+# from here. nixpkgs' `lib` is on no package registry, so CI cannot run the
+# module system; it can evaluate this file for real (`nix-instantiate --eval --strict --json`,
+# tests/nix/).
 #
-# The chakra names are read from schema.json and the stub rules are those of
-# src/index/checks.rs, so the module refuses what `models-fetch plan` refuses, before a
-# switch instead of at the daemon's start. nix/fetch-model.nix computes the URL of a file in
-# Nix, as src/index/source.rs does; tests/it/nix.rs compares both over hostile names.
+# Who owns which rule: what the daemon checks (the index's schema, unknown ids, chakra keys
+# and listings, stub entries, sources, reserved ids, an empty deploy set, every config key)
+# is checked by the daemon itself, at build time (checkConfig runs `models-fetch plan` on the
+# generated file); this file only says which option each key comes from. It keeps what the
+# daemon cannot see: the NixOS options, the directories a DynamicUser may own, the token
+# file's place, the consumers. Where Nix must compute a value the daemon
+# computes too (nix/fetch-model.nix: the URL of a file, an entry's stub fields), it does so
+# as src/index/ does, and tests/it/nix.rs compares both over hostile names.
 let
   inherit (builtins)
     attrNames
@@ -22,7 +27,6 @@ let
     genList
     head
     isAttrs
-    isBool
     isFloat
     isInt
     isList
@@ -37,7 +41,6 @@ let
     stringLength
     substring
     toJSON
-    typeOf
     ;
 
   schema = fromJSON (readFile ./schema.json);
@@ -54,6 +57,9 @@ let
   unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
   concatMap = f: list: concatLists (map f list);
   mapAttrsToList = f: attrs: map (name: f name attrs.${name}) (attrNames attrs);
+  filterAttrs = pred: attrs: listToAttrs (concatMap
+    (name: optional (pred name attrs.${name}) { inherit name; value = attrs.${name}; })
+    (attrNames attrs));
   optional = cond: x: if cond then [ x ] else [ ];
   optionalAttrs = cond: attrs: if cond then attrs else { };
   sublist = start: count: list: genList (i: elemAt list (start + i)) count;
@@ -63,6 +69,7 @@ let
     [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
   upperHex = replaceStrings [ "a" "b" "c" "d" "e" "f" ] [ "A" "B" "C" "D" "E" "F" ];
   quoteList = ids: concatStringsSep ", " ids;
+  shellQuote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
   # Absolute path strings only: no empty, ".", ".." segments, no trailing "/".
   normalPath = p: match "(/[^/]+)+" p != null && match ".*/\\.\\.?(/.*)?" p == null;
 
@@ -70,8 +77,8 @@ let
   allZeroSha256 = "0000000000000000000000000000000000000000000000000000000000000000";
 
   # Placeholder values of one entry, as src/index/checks.rs finds them: `{ pointer; reason; }`
-  # with pointers relative to the entry (`/artifact/sha256`). tests/it/nix.rs compares them
-  # with the daemon's.
+  # with pointers relative to the entry (`/artifact/sha256`). Only nix/fetch-model.nix needs
+  # them (it has no daemon to ask); tests/it/nix.rs compares them with the daemon's.
   stubFields = entry:
     let
       escape = replaceStrings [ "~" "/" ] [ "~0" "~1" ];
@@ -181,48 +188,6 @@ let
     else if hub == null then a.downloadUrl
     else resolveUrl (hub // optionalAttrs (hub.endpoint == publicHub) { endpoint = trimSlashes endpoint; });
 
-  # --- TOML ---------------------------------------------------------------------------------
-  # Control characters as strings (fromJSON is the only way to write them in Nix; NUL cannot be
-  # in a Nix string at all), with the escape TOML wants for each.
-  controlCodes = genList (i: i + 1) 31 ++ [ 127 ];
-  shortEscapes = { "8" = "\\b"; "9" = "\\t"; "10" = "\\n"; "12" = "\\f"; "13" = "\\r"; };
-  escapeOf = n: shortEscapes.${toString n} or "\\u00${hex2 n}";
-
-  tomlString = s:
-    "\"" + replaceStrings
-      ([ "\\" "\"" ] ++ map (n: fromJSON "\"\\u00${hex2 n}\"") controlCodes)
-      ([ "\\\\" "\\\"" ] ++ map escapeOf controlCodes)
-      s + "\"";
-
-  tomlKey = k: if match "[A-Za-z0-9_-]+" k != null then k else tomlString k;
-
-  tomlValue = where: v:
-    if isBool v then (if v then "true" else "false")
-    else if isInt v || isFloat v then toString v
-    else if isString v then tomlString v
-    else if builtins.isPath v then tomlString (toString v)
-    else if isList v then "[" + concatStringsSep ", " (map (tomlValue where) v) + "]"
-    else throw "models-fetch TOML: ${where}: a ${typeOf v} cannot be rendered (strings, paths, booleans, numbers, lists of them, and one level of tables)";
-
-  # Renders an attrset as TOML: scalars and lists at the top, then one `[table]` per attrset
-  # value (its values scalars or lists). Null values are left out (TOML has no null), as are
-  # empty tables. Keys are sorted, so equal settings give an equal file.
-  toTOML = attrs:
-    let
-      present = filter (k: attrs.${k} != null) (attrNames attrs);
-      scalars = filter (k: !isAttrs attrs.${k}) present;
-      tables = filter (k: isAttrs attrs.${k} && attrs.${k} != { }) present;
-      line = where: k: v: "${tomlKey k} = ${tomlValue where v}\n";
-      table = name:
-        let t = attrs.${name}; in
-        "\n[${tomlKey name}]\n" + concatStringsSep "" (map
-          (k:
-            if isAttrs t.${k} then throw "models-fetch TOML: ${name}.${k}: tables nest one level only"
-            else line "${name}.${k}" k t.${k})
-          (filter (k: t.${k} != null) (attrNames t)));
-    in
-    concatStringsSep "" (map (k: line k k attrs.${k}) scalars) + concatStringsSep "" (map table tables);
-
   # --- unit files ---------------------------------------------------------------------------
   # Renders `unit` (as `evaluate` returns it) the way NixOS writes a service file: a list
   # gives one line per element, a boolean `true`/`false`. Used by the tests, which compare it
@@ -244,6 +209,7 @@ let
       (section "Service" unit.serviceConfig)
       (section "Install" { WantedBy = concatStringsSep " " unit.wantedBy; })
     ];
+
 
   # --- the option defaults (module.nix declares its options with these) --------------------
   defaults = {
@@ -278,24 +244,44 @@ let
       consumers = mapAttrs (_: c: consumerDefaults // c) (cfg.consumers or { });
     };
 
+  # The option each key the typed options write comes from; every other key comes from
+  # services.models.settings. The build-time check's message names them.
+  optionOfKey = {
+    index = "services.models.indexPath";
+    cache_dir = "services.models.huggingFace.cacheDir";
+    store_dir = "services.models.modelStorePath";
+    endpoint = "services.models.huggingFace.endpoint";
+    verify_checksums = "services.models.verifyChecksums";
+    deployed_models = "services.models.deployedModels";
+    chakra_models = "services.models.chakraModels";
+    mirrors = "services.models.mirrors";
+  };
+
+  # The settings as the config file holds them: null values left out (a null leaves the key at
+  # the daemon's default, in tables too), paths as strings (named, not copied to the store).
+  rendered =
+    let
+      plain = v:
+        if builtins.isPath v then toString v
+        else if isList v then map plain v
+        else if isAttrs v && !(v ? outPath) then mapAttrs (_: plain) (filterAttrs (_: x: x != null) v)
+        else v;
+    in
+    plain;
+
   # --- everything the module deploys ---------------------------------------------------------
-  # cfg: the option values (paths as strings or Nix paths). The other arguments are paths that
-  # differ between a NixOS system and a test: the binary, kill, the config file ExecStart
-  # names (stable, so a config change reloads instead of restarting), and the index the config
-  # names.
+  # cfg: the option values (paths as strings or Nix paths). The other arguments differ between
+  # a NixOS system and a test: the binary, kill, the config file ExecStart names (stable, so a
+  # config change reloads instead of restarting), and the index the config names.
   evaluate =
     { cfg
     , exe
     , kill
-    , configFile ? "/etc/models-fetch/config.toml"
+    , configFile ? "/etc/models-fetch/config.json"
     , indexFile ? "/etc/models-fetch/index.json"
     }:
     let
       indexName = toString cfg.indexPath;
-      index = fromJSON (readFile cfg.indexPath);
-      entries = filter (e: isAttrs e && e ? id) (index.models or [ ]);
-      byId = listToAttrs (map (e: { name = e.id; value = e; }) entries);
-      knownIds = attrNames byId;
       store = toString cfg.modelStorePath;
       cache = toString cfg.huggingFace.cacheDir;
       tokenFile = if cfg.huggingFace.tokenFile == null then null else toString cfg.huggingFace.tokenFile;
@@ -318,11 +304,10 @@ let
         (k: v: if isAttrs v && isAttrs (base.${k} or null) then base.${k} // v else v)
         cfg.settings;
 
-      # What is deployed is what the daemon reads: deployed_models united with every
-      # chakra_models list (settings included), first mention first.
-      listedIn = [{ where = "services.models.deployedModels"; ids = settings.deployed_models or [ ]; }]
-        ++ mapAttrsToList (c: ids: { where = "services.models.chakraModels.${c}"; inherit ids; }) (settings.chakra_models or { });
-      deploySet = unique (concatMap (l: l.ids) listedIn);
+      # What the daemon reads, and deploys: deployed_models united with every chakra_models
+      # list (settings included), first mention first.
+      file = rendered settings;
+      deploySet = unique ((file.deployed_models or [ ]) ++ concatLists (mapAttrsToList (_: ids: ids) (file.chakra_models or { })));
 
       # Directories: below /var/lib they are StateDirectory= (with DynamicUser in
       # /var/lib/private); anywhere else they need tmpfiles rules and ReadWritePaths=.
@@ -330,77 +315,57 @@ let
       dirs = [ store ] ++ optional (!cacheInStore) cache;
       stateDirectories = map (removePrefix "/var/lib/") (filter (hasPrefix "/var/lib/") dirs);
       customDirs = filter (d: !hasPrefix "/var/lib/" d) dirs;
-      # Names inside store_dir a model directory must not take (src/plan.rs: reserved_names).
-      reserved = [ "by-chakra" ] ++ optional cacheInStore (builtins.head (builtins.split "/" (removePrefix "${store}/" cache)));
 
       anyListed = deploySet != [ ];
       consumerNames = attrNames cfg.consumers;
 
       check = cond: message: { assertion = cond; inherit message; };
-      known =
-        if knownIds == [ ] then "the index has no models"
-        else "known ids: ${quoteList knownIds}";
-      unknownModel = l: id: check (byId ? ${id})
-        "${l.where}: Model '${id}' not found in index ${indexName} (${known}). Fix the id, or add the model to the index.";
-      perModel = id:
-        let
-          e = byId.${id};
-          stubs = stubFields e;
-          a = e.artifact or { };
-        in
-        optional (byId ? ${id}) [
-          (check (stubs == [ ])
-            "services.models: Model '${id}' is a stub entry in ${indexName} and cannot be deployed; replace the placeholder values of: ${quoteList (map showStub stubs)}. `models-fetch entry FILE --id ${id} --index INDEX --write` writes the real sha256 and size.")
-          (check (a ? repo || a ? downloadUrl)
-            "services.models: Model '${id}' has no source in ${indexName}: give its artifact a `repo` (Hugging Face Hub \"org/name\") or a `downloadUrl`.")
-          (check (!elem id reserved)
-            "services.models: Model '${id}': the id names a folder models-fetch uses inside modelStorePath (${quoteList reserved}); rename the model in the index.")
-        ];
 
-      assertions =
-        concatMap (l: map (unknownModel l) l.ids) listedIn
-        ++ map
-          (c: check (elem c chakras)
-            "services.models.chakraModels.${c}: '${c}' is not a chakra (one of: ${quoteList chakras}); rename the key.")
-          (attrNames (settings.chakra_models or { }))
-        ++ concatLists (mapAttrsToList
-          (c: ids: map
-            (id: check (!(byId ? ${id}) || !(elem c chakras) || byId.${id}.chakra or null == c)
-              "services.models.chakraModels.${c}: Model '${id}' belongs to chakra '${byId.${id}.chakra or "?"}' in ${indexName}; move it to services.models.chakraModels.${byId.${id}.chakra or "?"}.")
-            ids)
-          (settings.chakra_models or { }))
-        ++ concatLists (concatMap perModel deploySet)
-        ++ [
-          (check (!anyListed || cfg.huggingFace.enable)
-            "services.models: models are listed (${quoteList deploySet}) but services.models.huggingFace.enable is false, so nothing would fetch them; set services.models.huggingFace.enable = true (it runs models-fetch.service).")
-          (check (anyListed || !cfg.huggingFace.enable)
-            "services.models: huggingFace.enable is set but no model is listed; add model ids to services.models.deployedModels or services.models.chakraModels (known ids: ${quoteList knownIds}).")
-          (check (tokenFile == null || !(hasPrefix "${builtins.storeDir}/" tokenFile || builtins.hasContext tokenFile))
-            "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" is inside ${builtins.storeDir}, which every user can read; keep the token in a file outside the store (root-only, e.g. from sops-nix or agenix) and set tokenFile to its path.")
-          (check (tokenFile == null || hasPrefix "/" tokenFile)
-            "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" must be an absolute path.")
-          (check (!(cfg.settings ? token_file))
-            "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead; the token is passed to the service with LoadCredential and never named in the config.")
-          (check (normalPath store)
-            "services.models.modelStorePath = \"${store}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
-          (check (normalPath cache)
-            "services.models.huggingFace.cacheDir = \"${cache}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
-          (check (!dynamicUser || customDirs == [ ])
-            "services.models: ${quoteList customDirs} lies outside /var/lib, where a DynamicUser service cannot own files safely; set services.models.user (a static user, created by the module) or keep modelStorePath and huggingFace.cacheDir under /var/lib.")
-        ]
-        ++ concatMap
-          (name:
-            let c = cfg.consumers.${name}; in
-            [
-              (check cfg.huggingFace.enable
-                "services.models.consumers.${name}: consumers wait for models-fetch.service; set services.models.huggingFace.enable = true.")
-              (check (name != "models-fetch")
-                "services.models.consumers.models-fetch: the daemon cannot be its own consumer.")
-            ] ++ map
-              (id: check (elem id deploySet)
-                "services.models.consumers.${name}.models: '${id}' is not deployed (deployed: ${quoteList deploySet}); add it to services.models.deployedModels or services.models.chakraModels.")
-              c.models)
-          consumerNames;
+      # Only what the daemon cannot see: the index-level rules (unknown ids, chakras, stubs,
+      # sources, reserved ids, an empty deploy set) are the daemon's, checked at build time.
+      assertions = [
+        (check (!anyListed || cfg.huggingFace.enable)
+          "services.models: models are listed (${quoteList deploySet}) but services.models.huggingFace.enable is false, so nothing would fetch them; set services.models.huggingFace.enable = true (it runs models-fetch.service).")
+        (check (tokenFile == null || !(hasPrefix "${builtins.storeDir}/" tokenFile || builtins.hasContext tokenFile))
+          "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" is inside ${builtins.storeDir}, which every user can read; keep the token in a file outside the store (root-only, e.g. from sops-nix or agenix) and set tokenFile to its path.")
+        (check (tokenFile == null || hasPrefix "/" tokenFile)
+          "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" must be an absolute path.")
+        (check (!(cfg.settings ? token_file))
+          "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead; the token is passed to the service with LoadCredential and never named in the config.")
+        (check (normalPath store)
+          "services.models.modelStorePath = \"${store}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
+        (check (normalPath cache)
+          "services.models.huggingFace.cacheDir = \"${cache}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
+        (check (!dynamicUser || customDirs == [ ])
+          "services.models: ${quoteList customDirs} lies outside /var/lib, where a DynamicUser service cannot own files safely; set services.models.user (a static user, created by the module) or keep modelStorePath and huggingFace.cacheDir under /var/lib.")
+      ]
+      ++ concatMap
+        (name:
+          let c = cfg.consumers.${name}; in
+          [
+            (check cfg.huggingFace.enable
+              "services.models.consumers.${name}: consumers wait for models-fetch.service; set services.models.huggingFace.enable = true.")
+            (check (name != "models-fetch")
+              "services.models.consumers.models-fetch: the daemon cannot be its own consumer.")
+          ] ++ map
+            (id: check (elem id deploySet)
+              "services.models.consumers.${name}.models: '${id}' is not deployed (deployed: ${quoteList deploySet}); add it to services.models.deployedModels or services.models.chakraModels.")
+            c.models)
+        consumerNames;
+
+      # The build-time check (module.nix, checkConfig): the daemon reads `config` (a .json file
+      # naming the index in the store) as the service will. When it refuses, its own message
+      # lists every reason, naming the model or the key; this tells where each key comes from.
+      checkHint = "services.models: models-fetch refused the config this module generated or the index (services.models.indexPath = ${indexName}); the message above says what to change. Its keys are the options "
+        + concatStringsSep ", " (mapAttrsToList (key: option: "${key} = ${option}") optionOfKey)
+        + "; any other key is services.models.settings.<key>.";
+      checkCommand = { exe, config }: ''
+        MODELS_FETCH_LOG=warn ${exe} --log stderr plan --config ${config} >/dev/null || {
+          status=$?
+          echo ${shellQuote checkHint} >&2
+          exit "$status"
+        }
+      '';
 
       # The unit: setting for setting packaging/models-fetch.service, except paths and what
       # depends on options (User/Group, LoadCredential only with a tokenFile, ReadWritePaths
@@ -512,14 +477,14 @@ let
         cfg.consumers;
     in
     {
-      inherit index deploySet settings assertions unit tmpfiles environment consumerEnvironment
-        consumers stateDirectories customDirs dynamicUser;
-      toml = toTOML settings;
+      inherit deploySet settings assertions unit tmpfiles environment consumerEnvironment
+        consumers stateDirectories customDirs dynamicUser checkCommand;
+      json = toJSON file;
       failedAssertions = map (a: a.message) (filter (a: !a.assertion) assertions);
     };
 in
 {
-  inherit chakras defaults consumerDefaults withDefaults evaluate toTOML renderUnit stubFields
-    showStub sourceUrl encodeSegment;
+  inherit chakras defaults consumerDefaults optionOfKey withDefaults evaluate renderUnit
+    stubFields showStub sourceUrl encodeSegment;
   byteCount = length bytes;
 }

@@ -168,37 +168,41 @@ fn each_assertion_fires_on_its_bad_input_and_none_on_good_ones() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The file the module deploys, read by the daemon: `models-fetch plan --config` accepts what
-/// the module accepts, refuses (78) what both refuse, and the TOML holds exactly the settings.
+/// The file the module deploys, read by the daemon through the module's own build-time check
+/// (checkConfig: the shell lines module.nix runs): accepted where the module accepts it,
+/// refused (78) with the daemon's message and the module's note naming the options where the
+/// daemon owns the rule; and the JSON holds exactly the settings.
 #[test]
-fn rendered_config_is_read_by_the_daemon() {
+fn build_time_check_reads_the_rendered_config() {
     let Some(cases) = cases() else { return };
     let dir = temp_dir();
     let mut failures = Vec::new();
     for case in cases["cases"].as_array().unwrap() {
         let name = str_of(case, "name");
-        let toml_text = str_of(case, "toml");
-        match toml::from_str::<toml::Table>(toml_text) {
-            Ok(table) => {
-                let parsed = serde_json::to_value(&table).unwrap();
-                if parsed != as_rendered(&case["settings"]) {
-                    failures.push(format!("{name}: the TOML does not hold the settings:\n{toml_text}"));
-                }
-            }
-            Err(e) => failures.push(format!("{name}: not TOML: {e}\n{toml_text}")),
+        let json_text = str_of(case, "json");
+        match serde_json::from_str::<Value>(json_text) {
+            Ok(parsed) if parsed == as_rendered(&case["settings"]) => {}
+            Ok(_) => failures.push(format!("{name}: the JSON does not hold the settings:\n{json_text}")),
+            Err(e) => failures.push(format!("{name}: not JSON: {e}\n{json_text}")),
         }
         let daemon = &case["daemon"];
         if daemon.is_null() {
             continue;
         }
-        let config = write(dir.path(), &format!("{name}.toml"), toml_text);
-        let output = models_fetch(&["plan", "--config", config.to_str().unwrap()]);
+        let config = write(dir.path(), &format!("{name}.json"), json_text);
+        let output = Command::new("bash")
+            .args(["-euc", str_of(case, "check")])
+            .env("MODELS_FETCH", env!("CARGO_BIN_EXE_models-fetch"))
+            .env("CONFIG", &config)
+            .current_dir(dir.path())
+            .output()
+            .expect("bash runs");
         let out = text(&output);
         let module_accepts = case["failedAssertions"].as_array().unwrap().is_empty();
         if daemon == "accepts" {
-            if output.status.code() != Some(0) {
+            if output.status.code() != Some(0) || !out.is_empty() {
                 failures.push(format!(
-                    "{name}: models-fetch plan refused the module's file:\n{out}\n{toml_text}"
+                    "{name}: the build-time check refused the module's file:\n{out}\n{json_text}"
                 ));
             }
             if !module_accepts {
@@ -207,9 +211,12 @@ fn rendered_config_is_read_by_the_daemon() {
         } else {
             let reason =
                 daemon["refuses"].as_str().expect("daemon is \"accepts\", { refuses = ...; } or null");
-            if output.status.code() != Some(78) || !out.contains(reason) {
+            let names_options = out.contains("models-fetch refused the config this module generated")
+                && out.contains("deployed_models = services.models.deployedModels")
+                && out.contains("services.models.settings.<key>");
+            if output.status.code() != Some(78) || !out.contains(reason) || !names_options {
                 failures.push(format!(
-                    "{name}: expected exit 78 with {reason:?}, got {:?}:\n{out}",
+                    "{name}: expected exit 78 with {reason:?} and the options' names, got {:?}:\n{out}",
                     output.status
                 ));
             }
@@ -228,7 +235,7 @@ fn fetch_model_urls_are_the_daemons_for_hostile_names() {
     let Some(cases) = cases() else { return };
     let urls = &cases["shared"]["urls"];
     let dir = temp_dir();
-    let config = write(dir.path(), "hostile.toml", str_of(urls, "toml"));
+    let config = write(dir.path(), "hostile.json", str_of(urls, "json"));
     let output = models_fetch(&["plan", "--json", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -284,7 +291,7 @@ fn fetch_model_refuses_the_stub_fields_the_daemon_refuses() {
 fn module_and_daemon_agree_on_every_key() {
     let Some(cases) = cases() else { return };
     let dir = temp_dir();
-    let config = write(dir.path(), "bogus.toml", "index = \"index.json\"\nno_such_key_at_all = 1\n");
+    let config = write(dir.path(), "bogus.json", r#"{"index": "index.json", "no_such_key_at_all": 1}"#);
     let out = text(&models_fetch(&["plan", "--config", config.to_str().unwrap()]));
     let listed = out.split("expected one of").nth(1).unwrap_or_else(|| panic!("no key list in:\n{out}"));
     let daemon: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
@@ -308,27 +315,13 @@ fn module_and_daemon_agree_on_every_key() {
     );
 }
 
-/// The settings as the renderer writes them: without nulls (TOML has none) and empty tables.
+/// The settings as the file holds them: without nulls, at the top and in tables.
 fn as_rendered(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
-                .map(|(k, v)| (k.clone(), as_rendered(v)))
-                .collect(),
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), as_rendered(v))).collect(),
         ),
         other => other.clone(),
-    }
-}
-
-#[test]
-fn toml_renderer_round_trips() {
-    let Some(cases) = cases() else { return };
-    for sample in cases["tomlSamples"].as_array().unwrap() {
-        let toml_text = str_of(sample, "toml");
-        let table: toml::Table =
-            toml::from_str(toml_text).unwrap_or_else(|e| panic!("not TOML: {e}\n{toml_text}"));
-        assert_eq!(serde_json::to_value(&table).unwrap(), sample["value"], "{toml_text}");
     }
 }
 

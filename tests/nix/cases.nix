@@ -2,13 +2,13 @@
 # `nix-instantiate --eval --strict --json` (no nixpkgs needed), which checks:
 #   checks      every `got` equals its `want`;
 #   cases       `refusedBy` lists substrings each of which some failed assertion must contain
-#               ([ ] = the case must pass every assertion); `daemon` says what
-#               `models-fetch plan --config` must do with the rendered TOML: "accepts",
-#               { refuses = "part of its message"; } (exit 78), or null (a rule of the
-#               module only, or a config the module never deploys);
-#               `settings` must survive TOML rendering and parsing unchanged;
+#               ([ ] = the case must pass every assertion); `daemon` says what the module's
+#               build-time check (`check`: `models-fetch plan` on the rendered JSON) must do:
+#               "accepts", { refuses = "part of its message"; } (the daemon's exit 78, its
+#               message and the module's note naming the options), or null (a rule of the
+#               module only, or a config the module never deploys); `json` must hold
+#               exactly `settings`, nulls left out;
 #   keys        with the daemon's own list of keys, every one is covered, none unknown;
-#   tomlSamples each `toml` parses (toml crate) back to its `value`;
 #   shared      values the daemon computes too: fetch-model.nix's URLs and the deploy order
 #               for hostile file names, and the stub fields fetch-model.nix refuses;
 #   units       rendered unit files, compared with packaging/models-fetch.service.
@@ -42,7 +42,9 @@ let
     let r = run cfg; in
     {
       inherit name refusedBy daemon;
-      inherit (r) toml settings failedAssertions;
+      inherit (r) json settings failedAssertions;
+      # As module.nix runs it, with the binary and the file from the test's environment.
+      check = r.checkCommand { exe = "\"$MODELS_FETCH\""; config = "\"$CONFIG\""; };
     };
 
   # Every daemon key the typed options do not set, through `settings`.
@@ -83,7 +85,6 @@ let
     user = "models-fetch";
     consumers.inference.models = [ "ajna-insight-v2" ];
   });
-
   # fetch-model.nix and the daemon over hostile file names: every entry but the stub, from
   # deployedModels and chakraModels (one twice), on an endpoint with a path and a slash.
   hostileIndex = builtins.fromJSON (builtins.readFile hostile);
@@ -107,7 +108,12 @@ let
     })
     ids;
 
-  unitFor = cfg: mf.renderUnit (run cfg).unit;
+  unitFor = cfg: mf.renderUnit (mf.evaluate {
+    cfg = mf.withDefaults cfg;
+    exe = "/usr/bin/models-fetch";
+    kill = "/bin/kill";
+    configFile = "/etc/models-fetch/config.toml";
+  }).unit;
 in
 {
   cases = [
@@ -127,42 +133,43 @@ in
         huggingFace.enable = true;
         chakraModels = { soma = [ "public-hub-v1" ]; vishuddha = [ "pr-revision-v1" ]; };
       } [ ] "accepts")
+    (case "good-null-settings" (good // { settings = { proxy = null; chakra_models.soma = null; }; }) [ ] "accepts")
 
-    # Bad: each assertion fires, naming what to change.
+    # The daemon's rules: the module's assertions pass, its build-time check refuses with the
+    # daemon's message (and names the options).
     (case "unknown-id" (good // { deployedModels = [ "xyz" ]; })
-      [ "services.models.deployedModels: Model 'xyz' not found in index ${toString examples} (known ids: ajna-insight-v2, anahata-heart-v1)" ]
+      [ ]
       { refuses = "Model 'xyz' not found in index (known ids: ajna-insight-v2, anahata-heart-v1)"; })
     (case "unknown-id-empty-index" (good // { indexPath = ../index/valid/empty-models.json; chakraModels = { }; })
-      [ "Model 'anahata-heart-v1' not found in index" "(the index has no models)" ]
+      [ ]
       { refuses = "Model 'anahata-heart-v1' not found in index (the index has no models)"; })
     (case "wrong-chakra" (good // { chakraModels.anahata = [ "ajna-insight-v2" ]; })
-      [ "services.models.chakraModels.anahata: Model 'ajna-insight-v2' belongs to chakra 'ajna'" "move it to services.models.chakraModels.ajna" ]
-      { refuses = "move it to chakra_models.ajna"; })
+      [ ]
+      { refuses = "Model 'ajna-insight-v2' is listed under chakra_models.anahata but its index entry says chakra 'ajna'; move it to chakra_models.ajna"; })
     (case "not-a-chakra" (good // { chakraModels.heart = [ "anahata-heart-v1" ]; })
-      [ "services.models.chakraModels.heart: 'heart' is not a chakra (one of: muladhara, svadhisthana, manipura, anahata, vishuddha, ajna, sahasrara, soma, jnana)" ]
-      { refuses = "chakra_models.heart: 'heart' is not a chakra"; })
+      [ ]
+      { refuses = "chakra_models.heart: 'heart' is not a chakra (one of: muladhara, svadhisthana, manipura, anahata, vishuddha, ajna, sahasrara, soma, jnana)"; })
     (case "stub" { indexPath = seed; huggingFace.enable = true; chakraModels.muladhara = [ "muladhara-foundation-v1" ]; }
-      [
-        "Model 'muladhara-foundation-v1' is a stub entry in ${toString seed}"
-        "artifact.sha256 (is all zeros)"
-        "artifact.sizeBytes (is 0)"
-        "artifact.downloadUrl (contains TODO-STUB)"
-        "dataset.id (contains TODO-STUB)"
-        "dataset.url (contains TODO-STUB)"
-        "training.repo (contains TODO-STUB)"
-        "training.command (contains TODO-STUB)"
-        "provenance.runId (contains TODO-STUB)"
-      ]
-      { refuses = "Model 'muladhara-foundation-v1' is a stub entry"; })
+      [ ]
+      { refuses = "Model 'muladhara-foundation-v1' is a stub entry and cannot be deployed; replace the placeholder values of: dataset.id (contains TODO-STUB)"; })
     (case "no-source" { indexPath = edge; huggingFace.enable = true; deployedModels = [ "nosource-v1" ]; }
-      [ "Model 'nosource-v1' has no source" ]
+      [ ]
       { refuses = "Model 'nosource-v1': it has no source"; })
     (case "reserved-id" { indexPath = edge; huggingFace.enable = true; deployedModels = [ "by-chakra" ]; }
-      [ "Model 'by-chakra': the id names a folder models-fetch uses inside modelStorePath" ]
-      { refuses = "Model 'by-chakra': the id names a folder"; })
+      [ ]
+      { refuses = "Model 'by-chakra': the id names a folder models-fetch uses inside store_dir"; })
     (case "nothing-listed" { indexPath = examples; huggingFace.enable = true; }
-      [ "huggingFace.enable is set but no model is listed" ]
-      { refuses = "nothing to deploy"; })
+      [ ]
+      { refuses = "nothing to deploy: deployed_models and chakra_models are both empty"; })
+    # The typed options cannot know every daemon key; the daemon refuses a typo.
+    (case "settings-typo" (good // { settings.deployed_model = [ "anahata-heart-v1" ]; })
+      [ ]
+      { refuses = "deployed_model: unknown field `deployed_model`"; })
+    (case "settings-wrong-type" (good // { settings.stall_timeout = 30; })
+      [ ]
+      { refuses = "stall_timeout: invalid type: integer `30`, expected a duration"; })
+
+    # The module's own rules: each assertion fires, naming what to change.
     (case "hugging-face-off" (good // { huggingFace.enable = false; })
       [ "models are listed (anahata-heart-v1, ajna-insight-v2) but services.models.huggingFace.enable is false" ]
       null)
@@ -176,7 +183,7 @@ in
       [ "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead" ]
       null)
     (case "custom-store-dynamic-user" (good // { modelStorePath = "/srv/models"; })
-      [ "services.models: /srv/models lies outside /var/lib" "set services.models.user" ]
+      [ "services.models: /srv/models lies outside /var/lib" "set services.models.user (a static user, created by the module)" ]
       null)
     (case "store-trailing-slash" (good // { modelStorePath = "/var/lib/models/"; })
       [ "services.models.modelStorePath = \"/var/lib/models/\" must be an absolute path" ]
@@ -187,11 +194,6 @@ in
     (case "consumer-without-daemon" { indexPath = examples; consumers.inference = { }; }
       [ "services.models.consumers.inference: consumers wait for models-fetch.service" ]
       null)
-    # The typed options cannot know every daemon key; the daemon refuses a typo, and so does the
-    # module's build-time check (checkConfig runs `models-fetch plan` on the file).
-    (case "settings-typo" (good // { settings.deployed_model = [ "anahata-heart-v1" ]; })
-      [ ]
-      { refuses = "unknown field `deployed_model`"; })
   ];
 
   checks = [
@@ -202,24 +204,15 @@ in
     }
     {
       name = "the exact file for the good case";
-      got = (run good).toml;
-      want = ''
-        cache_dir = "/var/lib/models/hf-cache"
-        deployed_models = ["anahata-heart-v1"]
-        endpoint = "https://huggingface.co"
-        index = "${toString examples}"
-        mirrors = []
-        store_dir = "/var/lib/models"
-        verify_checksums = true
-
-        [chakra_models]
-        ajna = ["ajna-insight-v2"]
-      '';
+      got = (run good).json;
+      want = ''{"cache_dir":"/var/lib/models/hf-cache","chakra_models":{"ajna":["ajna-insight-v2"]},"deployed_models":["anahata-heart-v1"],"endpoint":"https://huggingface.co","index":"${toString examples}","mirrors":[],"store_dir":"/var/lib/models","verify_checksums":true}'';
     }
     {
-      name = "the module names the index at its stable /etc path";
-      got = (mf.evaluate { cfg = mf.withDefaults good; exe = "x"; kill = "k"; }).settings.index;
-      want = "/etc/models-fetch/index.json";
+      name = "the module names the index and the config at their stable /etc paths";
+      got =
+        let r = mf.evaluate { cfg = mf.withDefaults good; exe = "x"; kill = "k"; }; in
+        { inherit (r.settings) index; inherit (r.unit.serviceConfig) ExecStart; };
+      want = { index = "/etc/models-fetch/index.json"; ExecStart = "x run --config /etc/models-fetch/config.json"; };
     }
     {
       name = "deploy set: deployedModels, then every chakraModels list, each id once";
@@ -232,26 +225,19 @@ in
       want = { ajna = [ "ajna-insight-v2" ]; anahata = [ "anahata-heart-v1" ]; };
     }
     {
+      name = "the file leaves nulls out (the daemon's default), in tables too, and names paths as strings";
+      got = builtins.fromJSON (run (good // { settings = { proxy = null; chakra_models.soma = null; ca_file = ./edge-index.json; }; })).json;
+      want = builtins.fromJSON (run good).json // { ca_file = toString ./edge-index.json; };
+    }
+    {
       name = "never a token_file key, even with a tokenFile";
       got = (run (good // { huggingFace = { enable = true; tokenFile = "/run/secrets/hf"; }; })).settings ? token_file;
       want = false;
     }
     {
-      name = "TOML strings: quotes, backslashes, control characters, unicode; quoted keys; nulls left out";
-      got = mf.toTOML {
-        s = "a\"b\\c\nd\te${builtins.fromJSON ''"\u0001\u001f\u007f"''}ü";
-        "key with space" = 1;
-        n = null;
-        t.x = [ true false ];
-        empty = { };
-      };
-      want = ''
-        "key with space" = 1
-        s = "a\"b\\c\nd\te\u0001\u001F\u007Fü"
-
-        [t]
-        x = [true, false]
-      '';
+      name = "the build-time check names the option of every key the typed options write";
+      got = builtins.attrNames mf.optionOfKey;
+      want = builtins.attrNames (run good).settings;
     }
     {
       name = "stub fields of the seed entry";
@@ -382,7 +368,7 @@ in
           environment = consumers.consumerEnvironment;
           serviceConfig = {
             SupplementaryGroups = [ "models" ];
-            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.toml" ];
+            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json" ];
             TemporaryFileSystem = [ "/var/lib/private" ];
             BindReadOnlyPaths = [ "/var/lib/private/models" ];
           };
@@ -394,7 +380,7 @@ in
           environment = consumers.consumerEnvironment;
           serviceConfig = {
             SupplementaryGroups = [ "models" ];
-            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.toml --timeout 1800s ajna-insight-v2" ];
+            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json --timeout 1800s ajna-insight-v2" ];
             TemporaryFileSystem = [ "/var/lib/private" ];
             BindReadOnlyPaths = [ "/var/lib/private/models" ];
           };
@@ -407,7 +393,7 @@ in
       got = staticConsumers.consumers.inference.serviceConfig;
       want = {
         SupplementaryGroups = [ "models" ];
-        ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.toml --timeout 1800s ajna-insight-v2" ];
+        ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json --timeout 1800s ajna-insight-v2" ];
       };
     }
     {
@@ -438,23 +424,17 @@ in
   };
 
   shared = {
-    # `models-fetch plan --json` on `toml` gives each id's URL in this order.
+    # `models-fetch plan --json` on `json` gives each id's URL in this order.
     urls = {
-      inherit (hostileRun) toml deploySet;
+      inherit (hostileRun) json deploySet;
       fetchModel = map (id: { inherit id; inherit (fetchModel { inherit id; indexPath = hostile; endpoint = hostileEndpoint; }) url; }) hostileIds;
     };
     # `models-fetch plan` on each stub entry names the same fields.
     stubs = stubsOf seed [ "muladhara-foundation-v1" ] ++ stubsOf hostile [ "hostile-stub-v1" ];
   };
 
-  tomlSamples = map (value: { inherit value; toml = mf.toTOML value; }) [
-    { s = "tab\there, newline\nthere, quote \" backslash \\ ${builtins.fromJSON ''"\u0001\u001b\u007f"''} ünïcødé ✓"; }
-    { f = 1.5; g = -0.25; i = -42; big = 1099511627776; b = false; l = [ ]; }
-    { "dotted.key" = "x"; "" = "empty key"; tbl = { "a b" = [ "c" "d" ]; n = 0; }; }
-  ];
-
-  # The unit for the default options, and with the token file packaging/ uses; the binary
-  # and kill at their packaging/ paths.
+  # The unit for the default options, and with the token file packaging/ uses; the binary,
+  # kill and the config at their packaging/ paths.
   units = {
     default = unitFor { };
     withToken = unitFor { huggingFace.tokenFile = "/etc/models-fetch/hf-token"; };
