@@ -1,9 +1,9 @@
 # The NixOS module `services.models`: the options, and their wiring into NixOS. Every value it
-# deploys (the daemon's config file, the unit, the consumers' settings, the assertions) is
-# computed by nix/lib.nix, plain Nix that CI evaluates for real (tests/nix/, tests/it/nix.rs);
-# nixpkgs' module system cannot run there. What the daemon checks itself (the index, the ids,
-# every config key) it checks here too, at build time (checkConfig). README.md, section
-# "NixOS", describes its use.
+# deploys (the daemon's config file, the unit, the consumers' settings with their priorities,
+# the assertions and warnings) is computed by nix/lib.nix, plain Nix that CI evaluates for real
+# (tests/nix/, tests/it/nix.rs); nixpkgs' module system cannot run there. What the daemon
+# checks itself (the index, the ids, every config key) it checks here too, at build time
+# (checkConfig). README.md, section "NixOS", describes its use.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types literalExpression;
@@ -24,10 +24,12 @@ let
     huggingFace = { inherit (cfg.huggingFace) enable cacheDir tokenFile endpoint; };
     consumers = lib.mapAttrs (_: c: { inherit (c) models timeoutSec; }) cfg.consumers;
   };
+  # The consumers' units as NixOS merged them, for the assertions and warnings only.
+  services = lib.mapAttrs (name: _: config.systemd.services.${name} or { }) cfg.consumers;
   # indexInConfig: the index path the config file names.
   evaluate = indexInConfig: mf.evaluate {
     cfg = values;
-    inherit exe;
+    inherit exe services;
     indexFile = indexInConfig;
     kill = "${pkgs.coreutils}/bin/kill";
   };
@@ -72,7 +74,9 @@ let
         default = mf.consumerDefaults.timeoutSec;
         description = ''
           How long the service's start waits for its models before it fails (exit 75);
-          `null` waits for ever. The service's TimeoutStartSec= defaults to this plus 90 s.
+          `null` waits for ever. The service's TimeoutStartSec= defaults to this plus 90 s
+          (`infinity` for `null`); a TimeoutStartSec= of the service's own wins, and one
+          shorter than that gets a warning.
         '';
       };
     };
@@ -185,9 +189,12 @@ in
     user = mkOption {
       type = types.nullOr types.str;
       default = defaults.user;
+      example = mf.ownUser;
       description = ''
-        A static user for the service (created when missing); `null` runs it with
-        DynamicUser=, its files in /var/lib/private and readable through `consumers`.
+        A static user for the service; `null` runs it with DynamicUser=, its files in
+        /var/lib/private and readable through `consumers`. `"${mf.ownUser}"` is created by the
+        module (a system user in `group`); any other name must be an existing account, which
+        the module does not define or change. The service runs with Group=`group` either way.
       '';
     };
 
@@ -228,19 +235,14 @@ in
         systemd services that read models: each waits for models-fetch.service and its
         models (`models-fetch wait` in ExecStartPre), joins `group`, sees the models
         read-only even with DynamicUser=, and gets INIXOS_MODEL_*, HF_HUB_CACHE and
-        HF_HUB_OFFLINE=1.
+        HF_HUB_OFFLINE=1 (with mkDefault: the service's own values win).
       '';
     };
   };
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
     {
-      assertions = evaluated.assertions ++ lib.mapAttrsToList
-        (name: _: {
-          assertion = (config.systemd.services.${name} or { serviceConfig = { }; }).serviceConfig ? ExecStart;
-          message = "services.models.consumers.${name}: systemd.services.${name} runs nothing (no script or ExecStart); name an existing service.";
-        })
-        cfg.consumers;
+      inherit (evaluated) assertions warnings;
       environment.variables = evaluated.environment;
       environment.etc."models-fetch/index.json".source = indexFile;
       users.groups.${cfg.group} = { };
@@ -251,12 +253,7 @@ in
       environment.etc."models-fetch/config.json".source = configFile;
       environment.systemPackages = [ cfg.package ];
 
-      users.users = lib.optionalAttrs (cfg.user != null) {
-        ${cfg.user} = {
-          isSystemUser = lib.mkDefault true;
-          group = lib.mkDefault cfg.group;
-        };
-      };
+      users.users = evaluated.users;
       systemd.tmpfiles.rules = evaluated.tmpfiles;
 
       systemd.services = lib.mkMerge [
@@ -267,16 +264,8 @@ in
             reloadTriggers = [ configFile indexFile ];
           };
         }
-        (lib.mapAttrs
-          (_: c: {
-            inherit (c) wants after environment;
-            serviceConfig = c.serviceConfig // {
-              # Before the service's own preStart, which may read the models.
-              ExecStartPre = lib.mkBefore c.serviceConfig.ExecStartPre;
-              TimeoutStartSec = lib.mkDefault c.timeoutStartSec;
-            };
-          })
-          evaluated.consumers)
+        # With their priorities (mkDefault, mkBefore) as nix/lib.nix sets them.
+        evaluated.consumers
       ];
     })
   ]);

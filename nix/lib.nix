@@ -1,8 +1,8 @@
 # The logic of the NixOS module (`services.models`), in plain Nix that needs only `builtins`.
 #
 # module.nix declares the options and passes their values to `evaluate`; everything the module
-# deploys (the daemon's config file, the unit, the consumer settings, the assertions) comes
-# from here. nixpkgs' `lib` is on no package registry, so CI cannot run the
+# deploys (the daemon's config file, the unit, the consumer settings, the assertions, the
+# warnings) comes from here. nixpkgs' `lib` is on no package registry, so CI cannot run the
 # module system; it can evaluate this file for real (`nix-instantiate --eval --strict --json`,
 # tests/nix/).
 #
@@ -11,7 +11,7 @@
 # is checked by the daemon itself, at build time (checkConfig runs `models-fetch plan` on the
 # generated file); this file only says which option each key comes from. It keeps what the
 # daemon cannot see: the NixOS options, the directories a DynamicUser may own, the token
-# file's place, the consumers. Where Nix must compute a value the daemon
+# file's place, the consumers and their units. Where Nix must compute a value the daemon
 # computes too (nix/fetch-model.nix: the URL of a file, an entry's stub fields), it does so
 # as src/index/ does, and tests/it/nix.rs compares both over hostile names.
 let
@@ -22,6 +22,7 @@ let
     elem
     elemAt
     filter
+    floor
     foldl'
     fromJSON
     genList
@@ -72,6 +73,11 @@ let
   shellQuote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
   # Absolute path strings only: no empty, ".", ".." segments, no trailing "/".
   normalPath = p: match "(/[^/]+)+" p != null && match ".*/\\.\\.?(/.*)?" p == null;
+
+  # The module system's priorities as data: what nixpkgs' lib.mkDefault and lib.mkBefore
+  # return (lib/modules.nix), so this file can set them and the tests can see them.
+  mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
+  mkBefore = content: { _type = "order"; priority = 500; inherit content; };
 
   # --- the index ----------------------------------------------------------------------------
   allZeroSha256 = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -188,6 +194,63 @@ let
     else if hub == null then a.downloadUrl
     else resolveUrl (hub // optionalAttrs (hub.endpoint == publicHub) { endpoint = trimSlashes endpoint; });
 
+  # --- systemd time spans (systemd.time(7)) ----------------------------------------------------
+  # The units systemd's parse_sec knows, in seconds (a month is 30.44 days, a year 365.25).
+  timeUnits = {
+    "" = 1;
+    us = 1.0e-6;
+    usec = 1.0e-6;
+    "µs" = 1.0e-6;
+    "μs" = 1.0e-6;
+    ms = 1.0e-3;
+    msec = 1.0e-3;
+    s = 1;
+    sec = 1;
+    second = 1;
+    seconds = 1;
+    m = 60;
+    min = 60;
+    minute = 60;
+    minutes = 60;
+    h = 3600;
+    hr = 3600;
+    hour = 3600;
+    hours = 3600;
+    d = 86400;
+    day = 86400;
+    days = 86400;
+    w = 604800;
+    week = 604800;
+    weeks = 604800;
+    M = 2629800;
+    month = 2629800;
+    months = 2629800;
+    y = 31557600;
+    year = 31557600;
+    years = 31557600;
+  };
+
+  # A time span as a unit setting holds it ("2min", "1h 30min", "90", 90, "infinity"):
+  # `{ infinite = false; seconds = ...; }`, `{ infinite = true; }` for "infinity" and for 0
+  # (which a start timeout reads as infinity), or null when it cannot be read.
+  parseTimespan = value:
+    let
+      s = if isInt value then toString value else if isString value then value else "";
+      blank = t: match "[[:space:]]*" t != null;
+      number = digits: fraction:
+        fromJSON (head (match "0*([0-9]+)" digits)) + (if fraction == null then 0 else fromJSON "0.${fraction}");
+      sum = acc: rest:
+        let m = match "[[:space:]]*([0-9]+)(\\.([0-9]+))?[[:space:]]*([^0-9.[:space:]]*)(.*)" rest; in
+        if blank rest then acc
+        else if m == null || !(timeUnits ? ${elemAt m 3}) then null
+        else sum (acc + number (elemAt m 0) (elemAt m 2) * timeUnits.${elemAt m 3}) (elemAt m 4);
+      seconds = sum 0 s;
+    in
+    if match "[[:space:]]*infinity[[:space:]]*" s != null then { infinite = true; }
+    else if blank s || seconds == null then null
+    else if seconds == 0 then { infinite = true; }
+    else { infinite = false; inherit seconds; };
+
   # --- unit files ---------------------------------------------------------------------------
   # Renders `unit` (as `evaluate` returns it) the way NixOS writes a service file: a list
   # gives one line per element, a boolean `true`/`false`. Used by the tests, which compare it
@@ -236,6 +299,13 @@ let
     timeoutSec = 1800;
   };
 
+  # The one `user` the module creates (as a system user in `group`), the nixpkgs convention
+  # for a static name of the module's own; any other name is an existing account, not touched.
+  ownUser = "models-fetch";
+
+  # Seconds a consumer's start may take beyond its wait for the models (TimeoutStartSec=).
+  startSlack = 90;
+
   # Option values with every unset one at its default (the module system does this on NixOS;
   # the tests use it to write only what a case changes).
   withDefaults = cfg:
@@ -272,13 +342,16 @@ let
   # --- everything the module deploys ---------------------------------------------------------
   # cfg: the option values (paths as strings or Nix paths). The other arguments differ between
   # a NixOS system and a test: the binary, kill, the config file ExecStart names (stable, so a
-  # config change reloads instead of restarting), and the index the config names.
+  # config change reloads instead of restarting), the index the config names, and the
+  # consumers' systemd.services as NixOS merged them (name -> { serviceConfig; }), which only
+  # the assertions and warnings read.
   evaluate =
     { cfg
     , exe
     , kill
     , configFile ? "/etc/models-fetch/config.json"
     , indexFile ? "/etc/models-fetch/index.json"
+    , services ? { }
     }:
     let
       indexName = toString cfg.indexPath;
@@ -337,7 +410,7 @@ let
         (check (normalPath cache)
           "services.models.huggingFace.cacheDir = \"${cache}\" must be an absolute path without a trailing slash, \".\" or \"..\".")
         (check (!dynamicUser || customDirs == [ ])
-          "services.models: ${quoteList customDirs} lies outside /var/lib, where a DynamicUser service cannot own files safely; set services.models.user (a static user, created by the module) or keep modelStorePath and huggingFace.cacheDir under /var/lib.")
+          "services.models: ${quoteList customDirs} lies outside /var/lib, where a DynamicUser service cannot own files safely; set services.models.user (\"${ownUser}\", which the module creates, or an existing account) or keep modelStorePath and huggingFace.cacheDir under /var/lib.")
       ]
       ++ concatMap
         (name:
@@ -347,11 +420,40 @@ let
               "services.models.consumers.${name}: consumers wait for models-fetch.service; set services.models.huggingFace.enable = true.")
             (check (name != "models-fetch")
               "services.models.consumers.models-fetch: the daemon cannot be its own consumer.")
+            (check ((services.${name} or { }).serviceConfig or { } ? ExecStart)
+              "services.models.consumers.${name}: systemd.services.${name} runs nothing (no script or ExecStart); name an existing service.")
           ] ++ map
             (id: check (elem id deploySet)
               "services.models.consumers.${name}.models: '${id}' is not deployed (deployed: ${quoteList deploySet}); add it to services.models.deployedModels or services.models.chakraModels.")
             c.models)
         consumerNames;
+
+      # A consumer's TimeoutStartSec= is the module's default (timeoutSec + startSlack); a value
+      # of the service's own wins, and one too short for the wait is reported, naming both.
+      timeoutStartSecOf = c: if c.timeoutSec == null then "infinity" else "${toString (c.timeoutSec + startSlack)}s";
+      timeoutWarnings = name:
+        let
+          c = cfg.consumers.${name};
+          serviceConfig = (services.${name} or { }).serviceConfig or { };
+          value = serviceConfig.TimeoutStartSec;
+          span = parseTimespan (if isList value && value != [ ] then elemAt value (length value - 1) else value);
+          setting = "systemd.services.${name}.serviceConfig.TimeoutStartSec = ${toJSON value}";
+          timeoutSec = "services.models.consumers.${name}.timeoutSec";
+          wait =
+            if c.timeoutSec == null then "${timeoutSec} = null (the wait has no limit)"
+            else "${timeoutSec} (${toString c.timeoutSec} s) + ${toString startSlack} s";
+          remedy =
+            "Raise it to ${toJSON (timeoutStartSecOf c)} (or remove it: the module sets that), or "
+            + (if c.timeoutSec == null then "give ${timeoutSec} a limit"
+            else if span != null && span.seconds > startSlack + 1 then "lower ${timeoutSec} to at most ${toString (floor (span.seconds - startSlack))}"
+            else "lower ${timeoutSec}")
+            + ".";
+        in
+        if !(serviceConfig ? TimeoutStartSec) then [ ]
+        else if span == null then [ "${setting} cannot be read as a systemd time span, so it cannot be checked against ${wait}; systemd may stop the start before `models-fetch wait` gives up. Write it like \"30min\" or \"infinity\"." ]
+        else if span.infinite || (c.timeoutSec != null && span.seconds >= c.timeoutSec + startSlack) then [ ]
+        else [ "${setting} is shorter than ${wait}: systemd stops the start before `models-fetch wait` gives up. ${remedy}" ];
+      warnings = concatMap timeoutWarnings consumerNames;
 
       # The build-time check (module.nix, checkConfig): the daemon reads `config` (a .json file
       # naming the index in the store) as the service will. When it refuses, its own message
@@ -436,6 +538,13 @@ let
       # Directories outside /var/lib, created for the static user (DynamicUser is refused there).
       tmpfiles = map (d: "d ${d} 0750 ${toString cfg.user} ${cfg.group} - -") customDirs;
 
+      # The account the module creates: only its own name (ownUser). Any other `user` is an
+      # existing account (e.g. a normal user with its own group); defining it here would clash
+      # with its isNormalUser and group.
+      users = optionalAttrs (cfg.user == ownUser) {
+        ${ownUser} = { isSystemUser = true; inherit (cfg) group; };
+      };
+
       # For every user's shell (the seed's variables): where the index and the models are.
       environment = {
         INIXOS_MODEL_INDEX = indexFile;
@@ -444,24 +553,31 @@ let
       };
 
       # For consumer units: the same, plus the Hugging Face cache for huggingface_hub and
-      # transformers, offline (the files are there once `wait` returns).
+      # transformers, offline (the files are there once `wait` returns). One line a variable:
+      # each is set with mkDefault below.
       consumerEnvironment = environment // {
         HF_HUB_CACHE = cache;
         HF_HUB_OFFLINE = "1";
       };
 
+      # Each consumer's systemd.services definition, priorities included: the variables and
+      # TimeoutStartSec= with mkDefault, so the service's own values win (and a conflicting
+      # definition cannot fail the evaluation); the wait before the service's own preStart,
+      # which may read the models; lists (groups, mounts) added to the service's own.
       consumers = mapAttrs
         (_: c: {
           wants = [ "models-fetch.service" ];
           after = [ "models-fetch.service" ];
-          environment = consumerEnvironment;
+          environment = mapAttrs (_: mkDefault) consumerEnvironment;
           serviceConfig = {
             SupplementaryGroups = [ cfg.group ];
-            ExecStartPre = [
+            ExecStartPre = mkBefore [
               (concatStringsSep " " ([ exe "wait" "--config" configFile ]
                 ++ optional (c.timeoutSec != null) "--timeout ${toString c.timeoutSec}s"
                 ++ c.models))
             ];
+            # The start job includes the wait: a default start timeout would cut it short.
+            TimeoutStartSec = mkDefault (timeoutStartSecOf c);
           }
           # A DynamicUser's StateDirectory lives in /var/lib/private (0700 root), which no
           # other user can traverse, and /var/lib/models is a symlink into it. A bind mount
@@ -471,20 +587,18 @@ let
             TemporaryFileSystem = [ "/var/lib/private" ];
             BindReadOnlyPaths = map (d: "/var/lib/private/${d}") stateDirectories;
           };
-          # The start job includes the wait: a default start timeout would cut it short.
-          timeoutStartSec = if c.timeoutSec == null then "infinity" else "${toString (c.timeoutSec + 90)}s";
         })
         cfg.consumers;
     in
     {
-      inherit deploySet settings assertions unit tmpfiles environment consumerEnvironment
-        consumers stateDirectories customDirs dynamicUser checkCommand;
+      inherit deploySet settings assertions warnings unit tmpfiles users environment
+        consumerEnvironment consumers stateDirectories customDirs dynamicUser checkCommand;
       json = toJSON file;
       failedAssertions = map (a: a.message) (filter (a: !a.assertion) assertions);
     };
 in
 {
-  inherit chakras defaults consumerDefaults optionOfKey withDefaults evaluate renderUnit
-    stubFields showStub sourceUrl encodeSegment;
+  inherit chakras defaults consumerDefaults ownUser optionOfKey withDefaults evaluate renderUnit
+    stubFields showStub sourceUrl encodeSegment parseTimespan mkDefault mkBefore;
   byteCount = length bytes;
 }

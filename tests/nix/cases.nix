@@ -21,15 +21,29 @@ let
   fetchModel = import ../../nix/fetch-model.nix { fetchurl = args: args; };
 
   # The paths a test host has: the daemon as packaging/ installs it, and each case's own
-  # index named by its real path (so `models-fetch plan` can read it).
-  run = cfg:
-    let full = mf.withDefaults cfg; in
-    mf.evaluate {
-      cfg = full;
-      exe = "/usr/bin/models-fetch";
-      kill = "/bin/kill";
-      indexFile = toString full.indexPath;
-    };
+  # index named by its real path (so `models-fetch plan` can read it). `own` is each
+  # consumer's serviceConfig of its own; the consumers' units are what NixOS merges: the
+  # service's own values over the module's mkDefault ones.
+  runWith = own: cfg:
+    let
+      full = mf.withDefaults cfg;
+      r = mf.evaluate {
+        cfg = full;
+        exe = "/usr/bin/models-fetch";
+        kill = "/bin/kill";
+        indexFile = toString full.indexPath;
+        services = builtins.mapAttrs
+          (name: _: {
+            serviceConfig = {
+              ExecStart = "/usr/bin/${name}";
+              TimeoutStartSec = r.consumers.${name}.serviceConfig.TimeoutStartSec.content;
+            } // own.${name} or { };
+          })
+          full.consumers;
+      };
+    in
+    r;
+  run = runWith { };
 
   good = {
     indexPath = examples;
@@ -85,6 +99,18 @@ let
     user = "models-fetch";
     consumers.inference.models = [ "ajna-insight-v2" ];
   });
+  existingUser = run (good // {
+    user = "alice";
+    modelStorePath = "/srv/models";
+    huggingFace = { enable = true; cacheDir = "/srv/models/hf-cache"; };
+  });
+
+  # The warnings for one consumer `llm` whose own TimeoutStartSec is `value` (null: none of
+  # its own), waiting `timeoutSec`.
+  timeoutWarnings = timeoutSec: value:
+    (runWith (if value == null then { } else { llm.TimeoutStartSec = value; })
+      (good // { consumers.llm = { inherit timeoutSec; }; })).warnings;
+
   # fetch-model.nix and the daemon over hostile file names: every entry but the stub, from
   # deployedModels and chakraModels (one twice), on an endpoint with a path and a slash.
   hostileIndex = builtins.fromJSON (builtins.readFile hostile);
@@ -114,6 +140,9 @@ let
     kill = "/bin/kill";
     configFile = "/etc/models-fetch/config.toml";
   }).unit;
+
+  override = content: { _type = "override"; priority = 1000; inherit content; };
+  order = content: { _type = "order"; priority = 500; inherit content; };
 in
 {
   cases = [
@@ -183,7 +212,7 @@ in
       [ "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead" ]
       null)
     (case "custom-store-dynamic-user" (good // { modelStorePath = "/srv/models"; })
-      [ "services.models: /srv/models lies outside /var/lib" "set services.models.user (a static user, created by the module)" ]
+      [ "services.models: /srv/models lies outside /var/lib" "set services.models.user (\"models-fetch\", which the module creates, or an existing account)" ]
       null)
     (case "store-trailing-slash" (good // { modelStorePath = "/var/lib/models/"; })
       [ "services.models.modelStorePath = \"/var/lib/models/\" must be an absolute path" ]
@@ -194,6 +223,14 @@ in
     (case "consumer-without-daemon" { indexPath = examples; consumers.inference = { }; }
       [ "services.models.consumers.inference: consumers wait for models-fetch.service" ]
       null)
+    {
+      name = "consumer-runs-nothing";
+      refusedBy = [ "services.models.consumers.inference: systemd.services.inference runs nothing (no script or ExecStart)" ];
+      daemon = null;
+      inherit (mf.evaluate { cfg = mf.withDefaults (good // { consumers.inference = { }; }); exe = "x"; kill = "k"; })
+        json settings failedAssertions;
+      check = "";
+    }
   ];
 
   checks = [
@@ -338,6 +375,25 @@ in
       };
     }
     {
+      name = "user: the module creates only its own name (a system user in group); an existing account is used as it is; none with DynamicUser";
+      got = {
+        own = customStore.users;
+        existing = { inherit (existingUser) users tmpfiles failedAssertions; inherit (existingUser.unit.serviceConfig) User Group; };
+        dynamic = (run good).users;
+      };
+      want = {
+        own.models-fetch = { isSystemUser = true; group = "models"; };
+        existing = {
+          users = { };
+          tmpfiles = [ "d /srv/models 0750 alice models - -" ];
+          failedAssertions = [ ];
+          User = "alice";
+          Group = "models";
+        };
+        dynamic = { };
+      };
+    }
+    {
       name = "a cache apart from the store: two StateDirectories, both bound into consumers";
       got = {
         inherit (cacheApart.unit.serviceConfig) StateDirectory;
@@ -359,32 +415,32 @@ in
       want = [ false [ "hf-token:/run/secrets/hf" ] ];
     }
     {
-      name = "consumers (DynamicUser): wants/after, the group, the private state bound read-only, wait, environment";
+      name = "consumers (DynamicUser): wants/after, the group, the private state bound read-only, the wait first, the variables and TimeoutStartSec with mkDefault";
       got = consumers.consumers;
       want = {
         batch = {
           wants = [ "models-fetch.service" ];
           after = [ "models-fetch.service" ];
-          environment = consumers.consumerEnvironment;
+          environment = builtins.mapAttrs (_: override) consumers.consumerEnvironment;
           serviceConfig = {
             SupplementaryGroups = [ "models" ];
-            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json" ];
+            ExecStartPre = order [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json" ];
+            TimeoutStartSec = override "infinity";
             TemporaryFileSystem = [ "/var/lib/private" ];
             BindReadOnlyPaths = [ "/var/lib/private/models" ];
           };
-          timeoutStartSec = "infinity";
         };
         inference = {
           wants = [ "models-fetch.service" ];
           after = [ "models-fetch.service" ];
-          environment = consumers.consumerEnvironment;
+          environment = builtins.mapAttrs (_: override) consumers.consumerEnvironment;
           serviceConfig = {
             SupplementaryGroups = [ "models" ];
-            ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json --timeout 1800s ajna-insight-v2" ];
+            ExecStartPre = order [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json --timeout 1800s ajna-insight-v2" ];
+            TimeoutStartSec = override "1890s";
             TemporaryFileSystem = [ "/var/lib/private" ];
             BindReadOnlyPaths = [ "/var/lib/private/models" ];
           };
-          timeoutStartSec = "1890s";
         };
       };
     }
@@ -393,8 +449,14 @@ in
       got = staticConsumers.consumers.inference.serviceConfig;
       want = {
         SupplementaryGroups = [ "models" ];
-        ExecStartPre = [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json --timeout 1800s ajna-insight-v2" ];
+        ExecStartPre = order [ "/usr/bin/models-fetch wait --config /etc/models-fetch/config.json --timeout 1800s ajna-insight-v2" ];
+        TimeoutStartSec = override "1890s";
       };
+    }
+    {
+      name = "mkDefault and mkBefore as data are nixpkgs' own (lib.mkOverride 1000, lib.mkOrder 500)";
+      got = [ (mf.mkDefault "x") (mf.mkBefore [ "y" ]) ];
+      want = [ (override "x") (order [ "y" ]) ];
     }
     {
       name = "environment: the seed's variables for everyone, plus the Hub cache (offline) for consumers";
@@ -412,6 +474,36 @@ in
           HF_HUB_CACHE = "/var/lib/models/hf-cache";
           HF_HUB_OFFLINE = "1";
         };
+      };
+    }
+    {
+      name = "systemd time spans: systemd's units, sums, fractions, plain seconds, infinity and 0";
+      got = map mf.parseTimespan [ "2min" "90s" "1h 30min" "1h30min" 300 " 300 " "1.5h" "2 min" "5m" "1d" "2w" "500ms" "infinity" "0" "soon" "" "-5s" "1x" true ];
+      want =
+        (map (seconds: { infinite = false; inherit seconds; }) [ 120 90 5400 5400 300 300 5400.0 120 300 86400 1209600 0.5 ])
+        ++ [{ infinite = true; } { infinite = true; } null null null null null];
+    }
+    {
+      name = "TimeoutStartSec of the consumer's own: a warning naming both values when it is shorter than the wait, or unreadable";
+      got = {
+        own = timeoutWarnings 1800 null;
+        short = timeoutWarnings 1800 "2min";
+        unreadable = timeoutWarnings 1800 "soon";
+        forEver = timeoutWarnings null "2h";
+        barelyShort = timeoutWarnings 60 149;
+        tooShortToLower = timeoutWarnings 1800 "1min";
+        fine = map (timeoutWarnings 1800) [ "31min 30s" "1h" "infinity" "0" 7200 ];
+        forEverFine = map (timeoutWarnings null) [ "infinity" "0" ];
+      };
+      want = {
+        own = [ ];
+        short = [ "systemd.services.llm.serviceConfig.TimeoutStartSec = \"2min\" is shorter than services.models.consumers.llm.timeoutSec (1800 s) + 90 s: systemd stops the start before `models-fetch wait` gives up. Raise it to \"1890s\" (or remove it: the module sets that), or lower services.models.consumers.llm.timeoutSec to at most 30." ];
+        unreadable = [ "systemd.services.llm.serviceConfig.TimeoutStartSec = \"soon\" cannot be read as a systemd time span, so it cannot be checked against services.models.consumers.llm.timeoutSec (1800 s) + 90 s; systemd may stop the start before `models-fetch wait` gives up. Write it like \"30min\" or \"infinity\"." ];
+        forEver = [ "systemd.services.llm.serviceConfig.TimeoutStartSec = \"2h\" is shorter than services.models.consumers.llm.timeoutSec = null (the wait has no limit): systemd stops the start before `models-fetch wait` gives up. Raise it to \"infinity\" (or remove it: the module sets that), or give services.models.consumers.llm.timeoutSec a limit." ];
+        barelyShort = [ "systemd.services.llm.serviceConfig.TimeoutStartSec = 149 is shorter than services.models.consumers.llm.timeoutSec (60 s) + 90 s: systemd stops the start before `models-fetch wait` gives up. Raise it to \"150s\" (or remove it: the module sets that), or lower services.models.consumers.llm.timeoutSec to at most 59." ];
+        tooShortToLower = [ "systemd.services.llm.serviceConfig.TimeoutStartSec = \"1min\" is shorter than services.models.consumers.llm.timeoutSec (1800 s) + 90 s: systemd stops the start before `models-fetch wait` gives up. Raise it to \"1890s\" (or remove it: the module sets that), or lower services.models.consumers.llm.timeoutSec." ];
+        fine = [ [ ] [ ] [ ] [ ] [ ] ];
+        forEverFine = [ [ ] [ ] ];
       };
     }
   ];
