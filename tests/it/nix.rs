@@ -1,6 +1,8 @@
 //! The NixOS module's side: every Nix file parses, deadnix and nixpkgs-fmt find nothing, the
 //! module's logic (`nix/lib.nix`) evaluated for real on the cases in `tests/nix/cases.nix`,
-//! the config file it renders read by the daemon itself, and its unit compared with
+//! the config file it renders read by the daemon itself through the module's build-time check,
+//! what Nix computes that the daemon computes too (fetch-model.nix's URLs for hostile names,
+//! the stub fields it refuses) compared with the daemon's, and its unit compared with
 //! `packaging/models-fetch.service` key by key and scored by `systemd-analyze security`.
 //!
 //! The tools are installed by `.ci/test`. Without them these tests fail with a hint, unless
