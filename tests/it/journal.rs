@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::daemon::{AJNA, ANAHATA, Daemon, Launch, SMALL, Setup, TOKEN, data};
+use crate::daemon::{Daemon, Launch, SMALL, site};
+use crate::fixture::{AJNA, ANAHATA, TOKEN, data, is_root, temp_dir};
 use crate::origin::{Fault, Route, Rule, SIGNATURE_MARKER};
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
@@ -55,11 +56,9 @@ impl Journald {
             let found = Command::new(tool).arg("--version").stdout(Stdio::null()).status().is_ok();
             assert!(found, "{tool} not found: {hint}");
         }
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        assert!(root, "the journald test mounts in a private mount namespace, which needs root: {hint}");
+        assert!(is_root(), "the journald test mounts in a private mount namespace, which needs root: {hint}");
 
-        let dir = crate::util::temp_dir();
+        let dir = temp_dir();
         let systemd = dir.path().join("systemd");
         std::fs::create_dir_all(systemd.join("journal")).expect("socket dir");
         std::fs::create_dir_all(dir.path().join("journal")).expect("journal dir");
@@ -179,16 +178,15 @@ fn journal_has_model_fields_warning_priorities_and_no_secret() {
         eprintln!("MODELS_FETCH_SKIP_JOURNAL set: the journald test is skipped");
         return;
     };
-    let setup = Setup::new();
+    let site = site();
     // ajna-insight-v2 is published after an expired presigned URL and a reset (resumed);
     // anahata-heart-v1 fails: the CDN flips a byte.
-    let good = setup.serve(AJNA, data(1, 4 * SMALL));
-    let bad = setup.serve(ANAHATA, data(2, SMALL));
-    setup.origin.add(Rule::once(Route::Cdn, Fault::Expired).for_target(&good.sha256));
-    setup.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(300 << 10)).for_target(&good.sha256));
-    setup.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&bad.sha256));
-    setup.write_index(&[(AJNA, &good), (ANAHATA, &bad)]);
-    setup.write_config(&[AJNA, ANAHATA], "");
+    let good = site.serve(AJNA, data(1, 4 * SMALL));
+    let bad = site.serve(ANAHATA, data(2, SMALL));
+    site.origin().add(Rule::once(Route::Cdn, Fault::Expired).for_target(&good.sha256));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(300 << 10)).for_target(&good.sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&bad.sha256));
+    site.write_index(&[(AJNA, &good), (ANAHATA, &bad)]);
     let launch = Launch {
         notify: false,
         watchdog: None,
@@ -197,10 +195,10 @@ fn journal_has_model_fields_warning_priorities_and_no_secret() {
         wrapper: journald.wrapper(),
         env: vec![],
     };
-    let mut daemon = Daemon::start_with(&setup, &launch);
+    let mut daemon = Daemon::start_with(&site, &launch);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = setup.status();
+        let status = site.status();
         let states: Vec<&Value> =
             status["models"].as_array().expect("models").iter().map(|m| &m["state"]).collect();
         if states == ["ready", "failed"] {
