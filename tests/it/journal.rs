@@ -12,12 +12,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use crate::daemon::{Daemon, Launch, SMALL, site};
-use crate::fixture::{AJNA, ANAHATA, TOKEN, data, is_root, temp_dir};
+use crate::fixture::{AJNA, ANAHATA, Site, TOKEN, data, is_root, temp_dir, text};
 use crate::origin::{Fault, Route, Rule, SIGNATURE_MARKER};
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
@@ -37,10 +38,11 @@ cp "$dir/journald.conf" "/etc/systemd/journald@$namespace.conf"
 exec "$3" "$namespace"
 "#;
 
-/// A journald of its own.
+/// A journald of its own; one at a time (the tests of this module share the namespace name).
 struct Journald {
     child: Child,
     dir: tempfile::TempDir,
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
 
 impl Journald {
@@ -58,6 +60,8 @@ impl Journald {
         }
         assert!(is_root(), "the journald test mounts in a private mount namespace, which needs root: {hint}");
 
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = temp_dir();
         let systemd = dir.path().join("systemd");
         std::fs::create_dir_all(systemd.join("journal")).expect("socket dir");
@@ -78,7 +82,7 @@ impl Journald {
             .stderr(output)
             .spawn()
             .expect("unshare runs");
-        let mut journald = Journald { child, dir };
+        let mut journald = Journald { child, dir, _one_at_a_time: guard };
         let ready = systemd.join(format!("journal.{NAMESPACE}/socket"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready.exists() {
@@ -262,4 +266,55 @@ fn journal_has_model_fields_warning_priorities_and_no_secret() {
     );
     assert!(field(failed, "MESSAGE").is_some_and(|m| m.contains("checksum mismatch")), "{failed:?}");
     assert_eq!(field(failed, "SHA256"), Some(bad.sha256.as_str()), "{failed:?}");
+}
+
+/// Set in the test process that [`runs_log_to_stderr_when_the_tests_run_under_systemd`]
+/// starts.
+const UNDER_SYSTEMD: &str = "MODELS_FETCH_TEST_UNDER_SYSTEMD";
+
+/// When the tests themselves run under systemd (a CI runner as a service), `JOURNAL_STREAM` is
+/// in their environment and a journal listens: a `models-fetch` that inherited it would log to
+/// the journal (`--log auto`), and every check of its stderr, the secret checks first, would
+/// see nothing. The fixture's one scrub removes it. This test runs itself again as a child of
+/// the test binary, inside a journald's mount namespace and with `JOURNAL_STREAM` set; there a
+/// sync at debug level must log to stderr, while the same sync keeping `JOURNAL_STREAM` logs
+/// to the journal (so the first check means something).
+#[test]
+fn runs_log_to_stderr_when_the_tests_run_under_systemd() {
+    if std::env::var_os(UNDER_SYSTEMD).is_some() {
+        assert!(std::env::var_os("JOURNAL_STREAM").is_some(), "started without JOURNAL_STREAM");
+        let site = Site::new();
+        let blob = site.serve(AJNA, data(1, SMALL));
+        site.write_index(&[(AJNA, &blob)]);
+        let logged = |stderr: &str| stderr.lines().any(|l| l.contains("DEBUG") && l.contains(AJNA.id));
+        let run = site.sync_at(Some("debug"));
+        run.assert_ok();
+        assert!(logged(&run.stderr), "no debug line about {} on stderr:\n{}", AJNA.id, run.out);
+        let mut inherited = site.command(&["sync"]);
+        inherited
+            .env("MODELS_FETCH_LOG", "debug")
+            .env("JOURNAL_STREAM", std::env::var_os("JOURNAL_STREAM").unwrap());
+        let output = inherited.output().expect("models-fetch sync runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!logged(&stderr), "with JOURNAL_STREAM, sync still logged to stderr:\n{stderr}");
+        return;
+    }
+    let Some(journald) = Journald::start() else {
+        eprintln!("MODELS_FETCH_SKIP_JOURNAL set: the journald test is skipped");
+        return;
+    };
+    let test = "journal::runs_log_to_stderr_when_the_tests_run_under_systemd";
+    let this = std::env::current_exe().expect("the test binary");
+    let output = Command::new(&journald.wrapper()[0])
+        .args(&journald.wrapper()[1..])
+        .arg(this)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(UNDER_SYSTEMD, "1")
+        // As systemd sets it for a service whose stderr is the journal: device and inode.
+        .env("JOURNAL_STREAM", "8:4242")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the test binary runs");
+    let out = text(&output);
+    assert!(output.status.success() && out.contains("1 passed"), "the test under systemd failed:\n{out}");
 }
