@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fixture::{
-    AJNA, Model, Pipes, Site, TOKEN, canonical, data, models_fetch_command, run_with_limit, signal, walk,
-    wrapped,
+    AJNA, Model, Pipes, Site, TOKEN, canonical, data, models_fetch_command, plan::plan, run_with_limit,
+    signal, walk, wrapped,
 };
 use crate::origin::{Blob, Fault, Origin, Route, Rule};
 
@@ -685,7 +685,8 @@ fn a_second_instance_on_the_same_cache_is_refused_while_the_first_finishes() {
     command.args(["sync", "--config"]).arg(&other).current_dir(site.dir());
     let third = run_with_limit(command, Duration::from_secs(30), &|| false);
     third.assert_failed(&[75], "another models-fetch", &["already using this cache"]);
-    assert!(!site.path("other-store").join(AJNA.id).exists(), "the refused instance published");
+    let other_model_dir = plan(&other).expect("the other config's plan")[0].model_dir();
+    assert!(!other_model_dir.exists(), "the refused instance published");
 
     let first = first.join().expect("first sync");
     first.assert_ok();
