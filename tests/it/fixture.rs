@@ -1,16 +1,17 @@
 //! The one test fixture every integration test builds on (after ripgrep's `tests/util.rs`: a
 //! directory per test and a command builder for the binary under test). A [`Site`] is a temp
-//! dir with a token file, an index written from a list of [`Model`]s, a config written with the
-//! `toml` crate from a table of settings each test may override, and, unless the test brings
-//! its own, the in-process Hub and CDN of `origin.rs`. Its commands run `models-fetch` with one
-//! environment scrub ([`command`]); where a published file lives is read from `models-fetch
-//! plan --json` ([`plan`]), never recomputed by a test. What every published name must hold is
-//! checked in [`layout`].
+//! dir with a token file, an index written from a list of [`Model`]s ([`index`]), a config
+//! written with the `toml` crate from a table of settings each test may override, and, unless
+//! the test brings its own, the in-process Hub and CDN of `origin.rs`. Its commands run
+//! `models-fetch` with one environment scrub ([`command`]); where a published file lives is
+//! read from `models-fetch plan --json` ([`plan`]), never recomputed by a test. What every
+//! published name must hold is checked in [`layout`].
 //!
-//! Also here, one copy each: reproducible [`data`], [`sha256_hex`], the repository [`root`],
-//! temp dirs and files.
+//! Also here, one copy each: reproducible [`data`], [`hex`] and [`sha256_hex`], the repository
+//! [`root`], temp dirs and files.
 
 pub mod command;
+pub mod index;
 pub mod layout;
 pub mod plan;
 
@@ -26,59 +27,14 @@ pub use command::{
     Pipes, RUN_LIMIT, Run, models_fetch, models_fetch_command, run_with_limit, scrub_env, signal, terminate,
     text, wrapped,
 };
+pub use index::{AJNA, ANAHATA, MANIPURA, Model};
 pub use layout::{canonical, walk};
 pub use plan::Planned;
 
-use crate::origin::{Blob, Origin, hex};
+use crate::origin::{Blob, Origin};
 
 /// The Hub token of every site: it must never show up in output, logs or files.
 pub const TOKEN: &str = "hf_TestTokenThatMustNeverBePrinted";
-
-/// A model of the index and where the Hub has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Model {
-    pub id: &'static str,
-    pub chakra: &'static str,
-    pub filename: &'static str,
-    pub repo: &'static str,
-    /// The file's path in the repository, when it is not `filename` (the index's `path`).
-    pub path: Option<&'static str>,
-    /// The revision the index names (default `main`).
-    pub revision: Option<&'static str>,
-}
-
-impl Model {
-    pub const fn new(
-        id: &'static str,
-        chakra: &'static str,
-        filename: &'static str,
-        repo: &'static str,
-    ) -> Self {
-        Model { id, chakra, filename, repo, path: None, revision: None }
-    }
-
-    /// The same model, its file at `path` of the repository at `revision`.
-    pub const fn at(self, path: &'static str, revision: &'static str) -> Self {
-        Model { path: Some(path), revision: Some(revision), ..self }
-    }
-
-    /// The file's path in the repository.
-    pub fn hub_path(&self) -> &'static str {
-        self.path.unwrap_or(self.filename)
-    }
-
-    /// The revision the Hub is asked for.
-    pub fn revision(&self) -> &'static str {
-        self.revision.unwrap_or("main")
-    }
-}
-
-pub const AJNA: Model =
-    Model::new("ajna-insight-v2", "ajna", "ajna-insight-v2.safetensors", "test-org/ajna-insight");
-pub const ANAHATA: Model =
-    Model::new("anahata-heart-v1", "anahata", "anahata-heart-v1.safetensors", "test-org/anahata-heart");
-pub const MANIPURA: Model =
-    Model::new("manipura-will-v3", "manipura", "sub/dir/manipura-will-v3.gguf", "test-org/manipura-will");
 
 /// The repository root (where Cargo.toml is).
 pub fn root() -> &'static Path {
@@ -110,6 +66,11 @@ pub fn data(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
@@ -128,40 +89,6 @@ pub fn unpublished(content: Vec<u8>) -> Blob {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// The index document of `models` (the minimal valid index's entry as the template): each
-/// entry's id, chakra, file, repo (and path and revision if the model has them), the blob's
-/// sha256 and size, and `version`.
-fn index_document(models: &[(Model, &Blob)], version: &str) -> serde_json::Value {
-    let template =
-        std::fs::read_to_string(root().join("tests/index/valid/minimal.json")).expect("minimal index");
-    let mut index: serde_json::Value = serde_json::from_str(&template).expect("minimal index is JSON");
-    index.as_object_mut().expect("index object").remove("$schema");
-    let template = index["models"][0].take();
-    let entries = models.iter().map(|(model, blob)| {
-        let mut entry = template.clone();
-        entry["id"] = model.id.into();
-        entry["chakra"] = model.chakra.into();
-        entry["version"] = version.into();
-        let mut artifact = serde_json::json!({
-            "filename": model.filename,
-            "sha256": blob.sha256,
-            "sizeBytes": blob.size,
-            "format": "safetensors",
-            "repo": model.repo,
-        });
-        if let Some(path) = model.path {
-            artifact["path"] = path.into();
-        }
-        if let Some(revision) = model.revision {
-            artifact["revision"] = revision.into();
-        }
-        entry["artifact"] = artifact;
-        entry
-    });
-    index["models"] = entries.collect();
-    index
 }
 
 /// A test's directory: token file, index, config, cache and store, next to an [`Origin`].
@@ -342,7 +269,7 @@ impl Site {
     /// The index document of `models`, at a new version each call.
     pub fn index(&self, models: &[(Model, &Blob)]) -> serde_json::Value {
         self.versions.set(self.versions.get() + 1);
-        index_document(models, &format!("2.{}.0", self.versions.get()))
+        index::document(models, &format!("2.{}.0", self.versions.get()))
     }
 
     /// Writes the index of `models` and a config deploying them.
