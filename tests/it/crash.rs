@@ -9,7 +9,7 @@
 //! The CDN drips (16 KiB every 15 ms) so a run takes about a second and a kill lands anywhere
 //! in it. `MODELS_FETCH_CRASH_SEED` replays a sequence of kill times.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,16 @@ fn sigkill_at_random_moments_never_publishes_wrong_bytes_and_the_next_run_finish
     );
 }
 
+/// A pid above the default pid_max: no such process.
+const DEAD: u32 = 4_194_000;
+
+/// `.{name}.{pid}.{n}.tmp` beside `path`: the temp name an atomic replacement of `path` by the
+/// dead process [`DEAD`] left.
+fn temp(path: &Path, n: u32) -> PathBuf {
+    let name = path.file_name().expect("name").to_string_lossy();
+    path.with_file_name(format!(".{name}.{DEAD}.{n}.tmp"))
+}
+
 /// What a run killed in the middle of an atomic replacement leaves (the crash loop found them):
 /// the temp names `.{name}.{pid}.{n}.tmp` of the sidecar, a stamp, a ref and a store link, from
 /// a pid that is gone. The next run owns the cache (the instance lock) and must remove them.
@@ -137,12 +147,6 @@ fn sigkill_at_random_moments_never_publishes_wrong_bytes_and_the_next_run_finish
 fn stale_temp_names_from_a_killed_run_are_removed() {
     let site = Site::new();
     let blob = site.published(AJNA, data(1, 64 << 10));
-    let dead = 4_194_000; // above the default pid_max: no such process
-    // `.{name}.{pid}.{n}.tmp` beside `path`, as an atomic replacement of `path` names its temp.
-    let temp = |path: &Path, n: u32| {
-        let name = path.file_name().expect("name").to_string_lossy();
-        path.with_file_name(format!(".{name}.{dead}.{n}.tmp"))
-    };
     let paths = site.paths(AJNA, &blob);
     let leftovers = [
         temp(&paths.sidecar(), 0),
@@ -154,6 +158,27 @@ fn stale_temp_names_from_a_killed_run_are_removed() {
         std::fs::write(path, b"{\"half\":").expect("plant a leftover");
     }
     site.published(AJNA, data(2, 64 << 10));
+    let left = site.temp_files();
+    assert!(left.is_empty(), "temp names of a dead run left after the next run: {left:#?}");
+}
+
+/// The same for the state file the daemon keeps for `status` (`.models-fetch/state.json`): the
+/// crash loop found `.state.json.{pid}.0.tmp` of a killed run after the last run had ended.
+#[test]
+#[ignore = "bug: Layout::sweep does not look in .models-fetch/ itself, so a killed run's state.json temp stays"]
+fn stale_temp_name_of_the_state_file_is_removed() {
+    let site = Site::new();
+    let blob = site.published(AJNA, data(1, 64 << 10));
+    let leftover = temp(&site.paths(AJNA, &blob).state(), 0);
+    std::fs::write(&leftover, b"{\"half\":").expect("plant a leftover");
+    let log = site.path("daemon.log");
+    let mut daemon = site.spawn_daemon("info", &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.status()["daemon_pid"].is_null() {
+        assert!(Instant::now() < deadline, "the daemon never wrote its state:\n{}", read(&log));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&mut daemon, &log);
     let left = site.temp_files();
     assert!(left.is_empty(), "temp names of a dead run left after the next run: {left:#?}");
 }
