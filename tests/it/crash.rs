@@ -9,10 +9,11 @@
 //! The CDN drips (16 KiB every 15 ms) so a run takes about a second and a kill lands anywhere
 //! in it. `MODELS_FETCH_CRASH_SEED` replays a sequence of kill times.
 
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::harness::{AJNA, ANAHATA, MANIPURA, Model, Site, data, signal};
+use crate::fixture::{AJNA, ANAHATA, MANIPURA, Model, Site, data, sha256_hex, signal, terminate};
 use crate::origin::{Blob, Fault, Route, Rule};
 
 const MODELS: [Model; 3] = [AJNA, ANAHATA, MANIPURA];
@@ -26,7 +27,7 @@ const LONGEST_LIFE: Duration = Duration::from_millis(1500);
 
 /// Whether `blob` is `model`'s published version, by the stable path's bytes (no panics).
 fn is_published(site: &Site, model: Model, blob: &Blob) -> bool {
-    std::fs::read(site.stored(model)).is_ok_and(|bytes| crate::harness::sha256_hex(&bytes) == blob.sha256)
+    std::fs::read(site.stored(model)).is_ok_and(|bytes| sha256_hex(&bytes) == blob.sha256)
 }
 
 fn kill(child: &mut Child) {
@@ -45,11 +46,11 @@ fn sigkill_at_random_moments_never_publishes_wrong_bytes_and_the_next_run_finish
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let site = Site::new();
-    site.set("chunk_size", "\"256KiB\"");
-    site.set("connections_per_file", "2");
-    site.set("stall_timeout", "\"5s\"");
-    site.set("max_parallel_models", "3");
-    site.origin
+    site.set("chunk_size", "256KiB");
+    site.set("connections_per_file", 2);
+    site.set("stall_timeout", "5s");
+    site.set("max_parallel_models", 3);
+    site.origin()
         .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 16 << 10, every: Duration::from_millis(15) }));
     let mut version = 1u64;
     let serve_all = |version: u64| -> Vec<Blob> {
@@ -112,9 +113,7 @@ fn sigkill_at_random_moments_never_publishes_wrong_bytes_and_the_next_run_finish
         assert!(Instant::now() < deadline, "the run after the kills did not finish:\n{}", read(&log_path));
         std::thread::sleep(Duration::from_millis(50));
     }
-    signal(&daemon, libc::SIGTERM);
-    let status = daemon.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "exit after SIGTERM:\n{}", read(&log_path));
+    terminate(&mut daemon, &log_path);
     for (model, blob) in MODELS.iter().zip(&blobs) {
         site.assert_published(*model, blob);
     }
@@ -131,31 +130,55 @@ fn sigkill_at_random_moments_never_publishes_wrong_bytes_and_the_next_run_finish
     );
 }
 
+/// A pid above the default pid_max: no such process.
+const DEAD: u32 = 4_194_000;
+
+/// `.{name}.{pid}.{n}.tmp` beside `path`: the temp name an atomic replacement of `path` by the
+/// dead process [`DEAD`] left.
+fn temp(path: &Path, n: u32) -> PathBuf {
+    let name = path.file_name().expect("name").to_string_lossy();
+    path.with_file_name(format!(".{name}.{DEAD}.{n}.tmp"))
+}
+
 /// What a run killed in the middle of an atomic replacement leaves (the crash loop found them):
 /// the temp names `.{name}.{pid}.{n}.tmp` of the sidecar, a stamp, a ref and a store link, from
 /// a pid that is gone. The next run owns the cache (the instance lock) and must remove them.
 #[test]
 fn stale_temp_names_from_a_killed_run_are_removed() {
     let site = Site::new();
-    let blob = site.serve(AJNA, data(1, 64 << 10));
-    site.write_index(&[(AJNA, &blob)]);
-    site.sync().assert_ok();
-    let dead = 4_194_000; // above the default pid_max: no such process
+    let blob = site.published(AJNA, data(1, 64 << 10));
+    let paths = site.paths(AJNA, &blob);
     let leftovers = [
-        site.repo_dir(AJNA)
-            .join("blobs")
-            .join(format!(".{}.models-fetch.incomplete.chunks.{dead}.0.tmp", blob.sha256)),
-        site.repo_dir(AJNA).join("refs").join(format!(".main.{dead}.1.tmp")),
-        site.store.join(AJNA.id).join(format!(".{}.{dead}.2.tmp", AJNA.filename)),
-        site.store.join(".models-fetch/stamps").join(format!(".{}.json.{dead}.3.tmp", blob.sha256)),
+        temp(&paths.sidecar(), 0),
+        temp(&paths.reference("main"), 1),
+        temp(&paths.store, 2),
+        temp(&paths.stamp(), 3),
     ];
     for path in &leftovers {
         std::fs::write(path, b"{\"half\":").expect("plant a leftover");
     }
-    let again = site.serve(AJNA, data(2, 64 << 10));
-    site.write_index(&[(AJNA, &again)]);
-    site.sync().assert_ok();
-    site.assert_published(AJNA, &again);
+    site.published(AJNA, data(2, 64 << 10));
+    let left = site.temp_files();
+    assert!(left.is_empty(), "temp names of a dead run left after the next run: {left:#?}");
+}
+
+/// The same for the state file the daemon keeps for `status` (`.models-fetch/state.json`): the
+/// crash loop found `.state.json.{pid}.0.tmp` of a killed run after the last run had ended.
+#[test]
+#[ignore = "bug: Layout::sweep does not look in .models-fetch/ itself, so a killed run's state.json temp stays"]
+fn stale_temp_name_of_the_state_file_is_removed() {
+    let site = Site::new();
+    let blob = site.published(AJNA, data(1, 64 << 10));
+    let leftover = temp(&site.paths(AJNA, &blob).state(), 0);
+    std::fs::write(&leftover, b"{\"half\":").expect("plant a leftover");
+    let log = site.path("daemon.log");
+    let mut daemon = site.spawn_daemon("info", &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.status()["daemon_pid"].is_null() {
+        assert!(Instant::now() < deadline, "the daemon never wrote its state:\n{}", read(&log));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&mut daemon, &log);
     let left = site.temp_files();
     assert!(left.is_empty(), "temp names of a dead run left after the next run: {left:#?}");
 }
@@ -167,19 +190,16 @@ fn partial_of_a_version_no_longer_indexed_is_removed() {
     let site = Site::new();
     let v2 = site.serve(AJNA, data(2, 512 << 10));
     site.write_index(&[(AJNA, &v2)]);
-    site.origin.add(Rule::always(Route::Cdn, Fault::ResetAfter(100 << 10)));
+    site.origin().add(Rule::always(Route::Cdn, Fault::ResetAfter(100 << 10)));
     let run = site.sync();
     assert_ne!(run.code, Some(0), "{}", run.out);
-    assert!(site.partial(AJNA, &v2).exists(), "no partial file kept for the resume:\n{}", run.out);
-    site.origin.heal();
-    let v3 = site.serve(AJNA, data(3, 512 << 10));
-    site.write_index(&[(AJNA, &v3)]);
-    site.sync().assert_ok();
-    site.assert_published(AJNA, &v3);
+    assert!(site.paths(AJNA, &v2).partial().exists(), "no partial file kept for the resume:\n{}", run.out);
+    site.origin().heal();
+    site.published(AJNA, data(3, 512 << 10));
     let left = site.temp_files();
     assert!(left.is_empty(), "partial files of versions no longer indexed: {left:#?}");
 }
 
-fn read(path: &std::path::Path) -> String {
+fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

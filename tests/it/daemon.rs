@@ -7,31 +7,14 @@
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::Digest;
+use crate::fixture::{AJNA, ANAHATA, Site, TOKEN, data, text, unpublished, wrapped, write};
+use crate::origin::{Blob, Fault, Host, Route, Rule};
 
-use crate::harness::{Model, clean_env, index_document};
-use crate::origin::{Blob, Fault, Host, Origin, Route, Rule, hex};
-use crate::util::{temp_dir, write};
-
-pub const AJNA: Model = Model {
-    id: "ajna-insight-v2",
-    chakra: "ajna",
-    filename: "ajna-insight-v2.safetensors",
-    repo: "daemon-org/ajna-insight",
-};
-pub const ANAHATA: Model = Model {
-    id: "anahata-heart-v1",
-    chakra: "anahata",
-    filename: "anahata-heart-v1.safetensors",
-    repo: "daemon-org/anahata-heart",
-};
-
-pub const TOKEN: &str = "hf_DaemonTestTokenThatMustNeverBePrinted";
 /// The file served slowly: a few MiB.
 const BIG: usize = 4 << 20;
 /// A file fetched at once.
@@ -41,131 +24,29 @@ const WATCHDOG: Duration = Duration::from_millis(400);
 /// How long any wait of these tests may take before it fails the test.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `len` reproducible pseudo-random bytes.
-pub fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// The CDN sends 64 KiB every 50 ms: [`BIG`] takes 3.2 s, and never 1 s without a byte.
 fn drip() -> Fault {
     Fault::Drip { chunk: 64 << 10, every: Duration::from_millis(50) }
 }
 
-/// A temp dir with a token file, an index and a config, next to an [`Origin`] whose Hub needs
-/// the token.
-pub struct Setup {
-    pub origin: Origin,
-    pub dir: tempfile::TempDir,
-    daemons: AtomicUsize,
+/// A [`Site`] for the daemon: its defaults, with a stall timeout of 5 s.
+pub fn site() -> Site {
+    let site = Site::new();
+    site.set("stall_timeout", "5s");
+    site
 }
 
-impl Setup {
-    pub fn new() -> Self {
-        let dir = temp_dir();
-        let token = write(dir.path(), "token", &format!("{TOKEN}\n"));
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod token");
-        Setup { origin: Origin::start(Some(TOKEN)), dir, daemons: AtomicUsize::new(0) }
-    }
+/// Requests for `blob` on the CDN.
+fn cdn_gets(site: &Site, blob: &Blob) -> Vec<crate::origin::Request> {
+    site.origin().requests_to(Route::Cdn).into_iter().filter(|r| r.path().ends_with(&blob.sha256)).collect()
+}
 
-    pub fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    /// Publishes `content` as `model`'s file on the Hub (an LFS file: the Hub redirects to the
-    /// presigned CDN).
-    pub fn serve(&self, model: Model, content: Vec<u8>) -> Blob {
-        self.origin.publish(model.repo, model.filename, content)
-    }
-
-    /// The index of `models`, each with the sha256 and size of its blob.
-    pub fn index(&self, models: &[(Model, &Blob)]) -> serde_json::Value {
-        let entries: Vec<_> = models.iter().map(|&(model, blob)| (model, None, blob)).collect();
-        index_document(&entries)
-    }
-
-    pub fn write_index(&self, models: &[(Model, &Blob)]) {
-        self.write_index_json(&self.index(models));
-    }
-
-    pub fn write_index_json(&self, index: &serde_json::Value) {
-        write(self.dir.path(), "index.json", &serde_json::to_string_pretty(index).expect("index"));
-    }
-
-    /// A config deploying `models`, with short timeouts, and `extra` lines at the end.
-    pub fn write_config(&self, models: &[Model], extra: &str) {
-        let ids: Vec<String> = models.iter().map(|m| format!("{:?}", m.id)).collect();
-        let config = format!(
-            "index = \"index.json\"\ncache_dir = \"cache\"\nstore_dir = \"store\"\ntoken_file = \"token\"\n\
-             endpoint = \"{}\"\ndeployed_models = [{}]\nconnect_timeout = \"2s\"\nstall_timeout = \"5s\"\n\
-             max_retries = 3\nretry_base_delay = \"10ms\"\nretry_max_time = \"20s\"\n{extra}",
-            self.origin.hub_url(),
-            ids.join(", ")
-        );
-        write(self.dir.path(), "config.toml", &config);
-    }
-
-    /// `models-fetch ARGS --config CONFIG`, with an environment free of the caller's settings.
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
-        command.args(args).arg("--config").arg(self.config());
-        clean_env(&mut command);
-        command.current_dir(self.dir.path()).stdin(Stdio::null());
-        command
-    }
-
-    pub fn cli(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("models-fetch runs")
-    }
-
-    /// `models-fetch status --json`.
-    pub fn status(&self) -> serde_json::Value {
-        let output = self.cli(&["status", "--json"]);
-        assert_eq!(output.status.code(), Some(0), "status failed: {}", crate::util::text(&output));
-        serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
-    }
-
-    fn repo_dir(&self, model: Model) -> PathBuf {
-        self.dir.path().join("cache").join(format!("models--{}", model.repo.replace('/', "--")))
-    }
-
-    /// Where the partial download of `blob` is kept.
-    fn partial(&self, model: Model, blob: &Blob) -> PathBuf {
-        self.repo_dir(model).join("blobs").join(format!("{}.models-fetch.incomplete", blob.sha256))
-    }
-
-    /// The stable path consumers read: `{store_dir}/{id}/{filename}`.
-    fn stored(&self, model: Model) -> PathBuf {
-        self.dir.path().join("store").join(model.id).join(model.filename)
-    }
-
-    /// The model's stable path holds exactly `blob`.
-    fn assert_published(&self, model: Model, blob: &Blob) {
-        let path = self.stored(model);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(hex(&sha2::Sha256::digest(&bytes)), blob.sha256, "{} has other content", path.display());
-    }
-
-    /// Requests for `blob` on the CDN.
-    fn cdn_gets(&self, blob: &Blob) -> Vec<crate::origin::Request> {
-        self.origin.requests_to(Route::Cdn).into_iter().filter(|r| r.path().ends_with(&blob.sha256)).collect()
-    }
-
-    /// The models of `status --json`, by id.
-    fn status_of(status: &serde_json::Value, model: Model) -> &serde_json::Value {
-        status["models"]
-            .as_array()
-            .and_then(|models| models.iter().find(|m| m["id"] == model.id))
-            .unwrap_or_else(|| panic!("{} not in status --json: {status:#}", model.id))
-    }
+/// The row of `model` in `status --json`.
+fn status_of(status: &serde_json::Value, model: crate::fixture::Model) -> &serde_json::Value {
+    status["models"]
+        .as_array()
+        .and_then(|models| models.iter().find(|m| m["id"] == model.id))
+        .unwrap_or_else(|| panic!("{} not in status --json: {status:#}", model.id))
 }
 
 /// One datagram the daemon sent to `NOTIFY_SOCKET`.
@@ -294,27 +175,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(setup: &Setup) -> Self {
-        Self::start_with(setup, &Launch::default())
+    pub fn start(site: &Site) -> Self {
+        Self::start_with(site, &Launch::default())
     }
 
-    pub fn start_with(setup: &Setup, launch: &Launch) -> Self {
-        let n = setup.daemons.fetch_add(1, Ordering::Relaxed);
-        let notify = launch.notify.then(|| Notify::bind(setup.dir.path().join(format!("notify-{n}.sock"))));
-        let output = setup.dir.path().join(format!("daemon-{n}.log"));
+    pub fn start_with(site: &Site, launch: &Launch) -> Self {
+        static DAEMONS: AtomicUsize = AtomicUsize::new(0);
+        let n = DAEMONS.fetch_add(1, Ordering::Relaxed);
+        let notify = launch.notify.then(|| Notify::bind(site.path(&format!("notify-{n}.sock"))));
+        let output = site.path(&format!("daemon-{n}.log"));
         let file = File::create(&output).expect("daemon log");
-        let binary = env!("CARGO_BIN_EXE_models-fetch");
-        let config = setup.config().display().to_string();
-        let run = [binary, "--log", launch.log, "run", "--config", &config];
-        // As systemd does: WATCHDOG_PID is the service's own pid, known only once it runs.
-        let mut argv: Vec<String> = launch.wrapper.clone();
-        if launch.watchdog.is_some() && !launch.env.iter().any(|(k, _)| *k == "WATCHDOG_PID") {
-            argv.extend(["sh", "-c", "export WATCHDOG_PID=$$; exec \"$0\" \"$@\""].map(String::from));
-        }
-        argv.extend(run.map(String::from));
-        let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]);
-        clean_env(&mut command);
+        let mut command = site.command(&["--log", launch.log, "run"]);
         command.env("MODELS_FETCH_LOG", launch.level);
         if let Some(notify) = &notify {
             command.env("NOTIFY_SOCKET", &notify.path);
@@ -323,7 +194,12 @@ impl Daemon {
             command.env("WATCHDOG_USEC", watchdog.as_micros().to_string());
         }
         command.envs(launch.env.iter().map(|(k, v)| (k, v)));
-        command.current_dir(setup.dir.path()).stdin(Stdio::null());
+        // As systemd does: WATCHDOG_PID is the service's own pid, known only once it runs.
+        let mut prefix: Vec<&str> = launch.wrapper.iter().map(String::as_str).collect();
+        if launch.watchdog.is_some() && !launch.env.iter().any(|(k, _)| *k == "WATCHDOG_PID") {
+            prefix.extend(["sh", "-c", "export WATCHDOG_PID=$$; exec \"$0\" \"$@\""]);
+        }
+        let mut command = if prefix.is_empty() { command } else { wrapped(&command, &prefix) };
         command.stdout(file.try_clone().expect("log handle")).stderr(file);
         let started = Instant::now();
         let child = command.spawn().expect("models-fetch run starts");
@@ -457,18 +333,17 @@ fn all_ready(status: &str) -> bool {
 
 #[test]
 fn ready_comes_at_once_and_status_follows_the_download_to_all_ready() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, BIG));
-    setup.origin.add(Rule::always(Route::Cdn, drip()));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
-    let mut daemon = Daemon::start(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, BIG));
+    site.origin().add(Rule::always(Route::Cdn, drip()));
+    site.write_index(&[(AJNA, &blob)]);
+    let mut daemon = Daemon::start(&site);
 
     let (ready, message) = daemon.expect(0, Duration::from_secs(5), "READY=1", |m| m.has("READY=1"));
     let after = message.at.duration_since(daemon.started);
     assert!(after < Duration::from_secs(1), "READY=1 came {after:?} after the start\n{}", daemon.report());
     assert!(
-        std::fs::symlink_metadata(setup.stored(AJNA)).is_err(),
+        std::fs::symlink_metadata(site.stored(AJNA)).is_err(),
         "READY=1 came only once the model was published\n{}",
         daemon.report()
     );
@@ -482,7 +357,7 @@ fn ready_comes_at_once_and_status_follows_the_download_to_all_ready() {
     });
     let (_, message) = daemon.expect_status(fetching, PATIENCE, "STATUS 1/1 models ready", all_ready);
     assert_eq!(message.status(), Some("1/1 models ready (4.0 MiB)"));
-    setup.assert_published(AJNA, &blob);
+    site.assert_published(AJNA, &blob);
     let fetched_for = message.at.duration_since(daemon.messages()[ready].at);
     assert!(fetched_for > Duration::from_secs(2), "the dripping CDN took only {fetched_for:?}");
 
@@ -506,21 +381,20 @@ fn ready_comes_at_once_and_status_follows_the_download_to_all_ready() {
 
 #[test]
 fn restart_with_every_model_on_disk_is_ready_at_once_without_network() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
-    let mut first = Daemon::start(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    site.write_index(&[(AJNA, &blob)]);
+    let mut first = Daemon::start(&site);
     first.expect_status(0, PATIENCE, "STATUS 1/1 models ready", all_ready);
     first.terminate();
-    let before = setup.origin.requests().len();
+    let before = site.origin().requests().len();
 
-    let mut again = Daemon::start(&setup);
+    let mut again = Daemon::start(&site);
     let (_, ready) = again.expect(0, Duration::from_secs(5), "READY=1", |m| m.has("READY=1"));
     assert_eq!(ready.status(), Some("1/1 models ready (256.0 KiB)"), "{}", again.report());
     assert!(ready.at.duration_since(again.started) < Duration::from_secs(1), "{}", again.report());
     std::thread::sleep(Duration::from_millis(500));
-    let after: Vec<_> = setup.origin.requests().into_iter().skip(before).collect();
+    let after: Vec<_> = site.origin().requests().into_iter().skip(before).collect();
     assert!(after.is_empty(), "a model on disk was fetched again: {after:#?}");
     again.terminate();
 }
@@ -528,12 +402,11 @@ fn restart_with_every_model_on_disk_is_ready_at_once_without_network() {
 #[test]
 fn watchdog_is_left_alone_when_watchdog_pid_is_another_process() {
     // systemd sets WATCHDOG_PID to the main pid: a child process it leaked to must not ping.
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    site.write_index(&[(AJNA, &blob)]);
     let launch = Launch { env: vec![("WATCHDOG_PID", "1".to_owned())], ..Launch::default() };
-    let mut daemon = Daemon::start_with(&setup, &launch);
+    let mut daemon = Daemon::start_with(&site, &launch);
     daemon.expect_status(0, PATIENCE, "STATUS 1/1 models ready", all_ready);
     std::thread::sleep(Duration::from_millis(600));
     let pings = daemon.messages().iter().filter(|m| m.has("WATCHDOG=1")).count();
@@ -543,20 +416,20 @@ fn watchdog_is_left_alone_when_watchdog_pid_is_another_process() {
 
 #[test]
 fn reload_that_keeps_a_model_does_not_restart_its_download() {
-    let setup = Setup::new();
-    let big = setup.serve(AJNA, data(1, BIG));
-    let small = setup.serve(ANAHATA, data(2, SMALL));
-    setup.origin.add(Rule::always(Route::Cdn, drip()).for_target(&big.sha256));
-    setup.write_index(&[(AJNA, &big), (ANAHATA, &small)]);
-    setup.write_config(&[AJNA], "");
-    let daemon = Daemon::start(&setup);
+    let site = site();
+    let big = site.serve(AJNA, data(1, BIG));
+    let small = site.serve(ANAHATA, data(2, SMALL));
+    site.origin().add(Rule::always(Route::Cdn, drip()).for_target(&big.sha256));
+    site.write_index(&[(AJNA, &big), (ANAHATA, &small)]);
+    site.deploy(&[AJNA]);
+    let daemon = Daemon::start(&site);
     let (fetching, _) = daemon.expect_status(0, PATIENCE, "STATUS fetching ajna-insight-v2", |s| {
         s.contains("fetching ajna-insight-v2") && !s.contains(" 0 B/")
     });
     std::thread::sleep(Duration::from_millis(300));
 
     // The reload adds a model and keeps the one in flight.
-    setup.write_config(&[AJNA, ANAHATA], "");
+    site.deploy(&[AJNA, ANAHATA]);
     let (before, sent) = (monotonic_usec(), Instant::now());
     daemon.signal(libc::SIGHUP);
     let (reloading, message) =
@@ -578,10 +451,10 @@ fn reload_that_keeps_a_model_does_not_restart_its_download() {
         daemon.report()
     );
     daemon.expect_status(ready, PATIENCE, "STATUS 2/2 models ready", all_ready);
-    setup.assert_published(AJNA, &big);
-    setup.assert_published(ANAHATA, &small);
+    site.assert_published(AJNA, &big);
+    site.assert_published(ANAHATA, &small);
 
-    let gets = setup.cdn_gets(&big);
+    let gets = cdn_gets(&site, &big);
     assert_eq!(
         gets.len(),
         1,
@@ -589,8 +462,8 @@ fn reload_that_keeps_a_model_does_not_restart_its_download() {
         daemon.report()
     );
     assert!(gets[0].at < sent, "the download began after the reload");
-    let resolved_again = setup
-        .origin
+    let resolved_again = site
+        .origin()
         .requests()
         .iter()
         .any(|r| r.host == Host::Hub && r.at > sent && r.path().contains(AJNA.repo));
@@ -599,16 +472,17 @@ fn reload_that_keeps_a_model_does_not_restart_its_download() {
 
 #[test]
 fn reload_with_a_bad_config_is_rejected_and_the_models_stay() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    let other = setup.serve(ANAHATA, data(2, SMALL));
-    setup.write_index(&[(AJNA, &blob), (ANAHATA, &other)]);
-    setup.write_config(&[AJNA], "");
-    let mut daemon = Daemon::start(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    let other = site.serve(ANAHATA, data(2, SMALL));
+    site.write_index(&[(AJNA, &blob), (ANAHATA, &other)]);
+    site.deploy(&[AJNA]);
+    let mut daemon = Daemon::start(&site);
     let (ready, _) = daemon.expect_status(0, PATIENCE, "STATUS 1/1 models ready", all_ready);
 
     // A key the config does not know, and a model that would be added with it.
-    setup.write_config(&[AJNA, ANAHATA], "no_such_key = true\n");
+    site.set("no_such_key", true);
+    site.deploy(&[AJNA, ANAHATA]);
     daemon.signal(libc::SIGHUP);
     let (reloading, _) =
         daemon.expect(ready, Duration::from_secs(5), "RELOADING=1", |m| m.has("RELOADING=1"));
@@ -632,70 +506,64 @@ fn reload_with_a_bad_config_is_rejected_and_the_models_stay() {
     for status in later {
         assert!(status.starts_with("1/1 models ready"), "after the rejected reload: STATUS={status}");
     }
-    assert!(std::fs::symlink_metadata(setup.stored(ANAHATA)).is_err(), "the rejected config was applied");
-    assert!(setup.cdn_gets(&other).is_empty(), "the rejected config was applied");
-    setup.assert_published(AJNA, &blob);
+    assert!(std::fs::symlink_metadata(site.stored(ANAHATA)).is_err(), "the rejected config was applied");
+    assert!(cdn_gets(&site, &other).is_empty(), "the rejected config was applied");
+    site.assert_published(AJNA, &blob);
 
     // Fixed, the same change goes through.
-    setup.write_config(&[AJNA, ANAHATA], "");
+    site.unset("no_such_key");
+    site.deploy(&[AJNA, ANAHATA]);
     daemon.signal(libc::SIGHUP);
     daemon.expect_status(rejected + 1, PATIENCE, "STATUS 2/2 models ready", |s| {
         s.starts_with("2/2 models ready")
     });
-    setup.assert_published(ANAHATA, &other);
+    site.assert_published(ANAHATA, &other);
     daemon.terminate();
 }
 
 #[test]
 fn reload_retries_a_model_that_failed_for_good_at_once() {
-    let setup = Setup::new();
+    let site = site();
     // The index knows the file before the Hub has it: 404, a permanent failure.
-    setup.origin.publish_in_git(AJNA.repo, "README.md", b"# weights to come\n".to_vec());
+    site.origin().publish_in_git(AJNA.repo, "README.md", b"# weights to come\n".to_vec());
     let content = data(1, SMALL);
-    let upcoming = Blob {
-        sha256: hex(&sha2::Sha256::digest(&content)),
-        size: content.len() as u64,
-        content: Arc::new(content.clone()),
-        commit: String::new(),
-    };
-    setup.write_index(&[(AJNA, &upcoming)]);
-    setup.write_config(&[AJNA], "");
-    let daemon = Daemon::start(&setup);
+    let upcoming = unpublished(content.clone());
+    site.write_index(&[(AJNA, &upcoming)]);
+    let daemon = Daemon::start(&site);
     let (failed, _) =
         daemon.expect_status(0, PATIENCE, "STATUS 1 failed", |s| s.contains("1 failed: ajna-insight-v2"));
 
     // The file is uploaded; the admin reloads rather than wait for the next re-check (6 h).
-    let blob = setup.serve(AJNA, content);
+    let blob = site.serve(AJNA, content);
     daemon.reload_until_all_ready(failed);
-    setup.assert_published(AJNA, &blob);
+    site.assert_published(AJNA, &blob);
 }
 
 #[test]
 fn reload_reads_the_token_again_for_the_models_it_keeps() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.write_index(&[(AJNA, &blob)]);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
     // Re-checked every second, so only the token can keep the model from being fetched.
-    setup.write_config(&[AJNA], "recheck_interval = \"1s\"\n");
-    write(setup.dir.path(), "token", "hf_NotTheRightToken\n");
-    let daemon = Daemon::start(&setup);
+    site.set("recheck_interval", "1s");
+    site.write_index(&[(AJNA, &blob)]);
+    write(site.dir(), "token", "hf_NotTheRightToken\n");
+    let daemon = Daemon::start(&site);
     let (failed, _) =
         daemon.expect_status(0, PATIENCE, "STATUS 1 failed", |s| s.contains("1 failed: ajna-insight-v2"));
 
     // The admin puts the right token in place and reloads.
-    write(setup.dir.path(), "token", &format!("{TOKEN}\n"));
+    write(site.dir(), "token", &format!("{TOKEN}\n"));
     daemon.reload_until_all_ready(failed);
-    setup.assert_published(AJNA, &blob);
+    site.assert_published(AJNA, &blob);
 }
 
 #[test]
 fn sigterm_stops_a_download_in_seconds_and_the_next_run_resumes_it() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, BIG));
-    setup.origin.add(Rule::once(Route::Cdn, drip()));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
-    let mut daemon = Daemon::start(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, BIG));
+    site.origin().add(Rule::once(Route::Cdn, drip()));
+    site.write_index(&[(AJNA, &blob)]);
+    let mut daemon = Daemon::start(&site);
     let (fetching, _) = daemon.expect_status(0, PATIENCE, "STATUS fetching 1 MiB", |s| {
         s.contains("fetching ajna-insight-v2 1.") || s.contains("fetching ajna-insight-v2 2.")
     });
@@ -706,18 +574,18 @@ fn sigterm_stops_a_download_in_seconds_and_the_next_run_resumes_it() {
         "READY=1 while stopping\n{}",
         daemon.report()
     );
-    assert!(std::fs::symlink_metadata(setup.stored(AJNA)).is_err(), "published after SIGTERM?");
-    let kept = std::fs::metadata(setup.partial(AJNA, &blob)).map_or(0, |m| m.len());
+    assert!(std::fs::symlink_metadata(site.stored(AJNA)).is_err(), "published after SIGTERM?");
+    let kept = std::fs::metadata(site.paths(AJNA, &blob).partial()).map_or(0, |m| m.len());
     assert!(
         kept >= 1 << 20 && kept < BIG as u64,
         "{kept} bytes in the partial file after stopping at 1 MiB or more (in {took:?})\n{}",
         daemon.report()
     );
 
-    let next = Daemon::start(&setup);
+    let next = Daemon::start(&site);
     next.expect_status(0, PATIENCE, "STATUS 1/1 models ready", all_ready);
-    setup.assert_published(AJNA, &blob);
-    let gets = setup.cdn_gets(&blob);
+    site.assert_published(AJNA, &blob);
+    let gets = cdn_gets(&site, &blob);
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert_eq!(gets[1].range(), Some((kept, None)), "the second run did not resume the partial file");
 }
@@ -726,8 +594,8 @@ fn sigterm_stops_a_download_in_seconds_and_the_next_run_resumes_it() {
 // Exit statuses before READY.
 
 /// Runs the daemon expecting it to exit by itself; returns its exit code and what it printed.
-fn run_to_exit(setup: &Setup) -> (Option<i32>, Daemon) {
-    let mut daemon = Daemon::start(setup);
+fn run_to_exit(site: &Site) -> (Option<i32>, Daemon) {
+    let mut daemon = Daemon::start(site);
     let status = daemon.wait_exit(Duration::from_secs(10));
     assert!(status.is_some(), "models-fetch run did not exit\n{}", daemon.report());
     let no_ready = daemon.messages().iter().all(|m| !m.has("READY=1"));
@@ -737,38 +605,37 @@ fn run_to_exit(setup: &Setup) -> (Option<i32>, Daemon) {
 
 #[test]
 fn config_error_exits_78_without_ready() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "max_parallel_model = 3\n");
-    let (code, daemon) = run_to_exit(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    site.set("max_parallel_model", 3);
+    site.write_index(&[(AJNA, &blob)]);
+    let (code, daemon) = run_to_exit(&site);
     assert_eq!(code, Some(78), "{}", daemon.report());
     assert!(daemon.report().contains("max_parallel_model"), "the bad key is not named\n{}", daemon.report());
 }
 
 #[test]
 fn invalid_index_exits_65_without_ready() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    let mut index = setup.index(&[(AJNA, &blob)]);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    let mut index = site.index(&[(AJNA, &blob)]);
     index["models"][0]["artifact"]["sha256"] = "abc".into();
-    setup.write_index_json(&index);
-    setup.write_config(&[AJNA], "");
-    let (code, daemon) = run_to_exit(&setup);
+    site.write_index_json(&index);
+    site.deploy(&[AJNA]);
+    let (code, daemon) = run_to_exit(&site);
     assert_eq!(code, Some(65), "{}", daemon.report());
     assert!(daemon.report().contains("/models/0/artifact/sha256"), "{}", daemon.report());
 }
 
 #[test]
 fn second_run_on_the_same_store_exits_75_naming_the_first() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
-    let mut first = Daemon::start(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    site.write_index(&[(AJNA, &blob)]);
+    let mut first = Daemon::start(&site);
     first.expect(0, Duration::from_secs(5), "READY=1", |m| m.has("READY=1"));
 
-    let (code, second) = run_to_exit(&setup);
+    let (code, second) = run_to_exit(&site);
     assert_eq!(code, Some(75), "{}", second.report());
     assert!(
         second.report().contains(&format!("pid {}", first.pid)),
@@ -785,18 +652,18 @@ fn second_run_on_the_same_store_exits_75_naming_the_first() {
 
 #[test]
 fn status_wait_and_metrics_follow_a_running_daemon() {
-    let setup = Setup::new();
-    let big = setup.serve(AJNA, data(1, BIG));
-    let small = setup.serve(ANAHATA, data(2, SMALL));
-    setup.origin.add(Rule::always(Route::Cdn, drip()).for_target(&big.sha256));
-    setup.write_index(&[(AJNA, &big), (ANAHATA, &small)]);
-    setup.write_config(&[AJNA, ANAHATA], "metrics_file = \"metrics.prom\"\n");
-    let metrics = || std::fs::read_to_string(setup.dir.path().join("metrics.prom")).unwrap_or_default();
+    let site = site();
+    let big = site.serve(AJNA, data(1, BIG));
+    let small = site.serve(ANAHATA, data(2, SMALL));
+    site.origin().add(Rule::always(Route::Cdn, drip()).for_target(&big.sha256));
+    site.set("metrics_file", "metrics.prom");
+    site.write_index(&[(AJNA, &big), (ANAHATA, &small)]);
+    let metrics = || std::fs::read_to_string(site.dir().join("metrics.prom")).unwrap_or_default();
     let started = Instant::now();
-    let mut daemon = Daemon::start_with(&setup, &Launch { notify: false, ..Launch::default() });
+    let mut daemon = Daemon::start_with(&site, &Launch { notify: false, ..Launch::default() });
 
     let waiter = {
-        let mut wait = setup.command(&["wait", "--timeout", "10s"]);
+        let mut wait = site.command(&["wait", "--timeout", "10s"]);
         std::thread::spawn(move || {
             let output = wait.output().expect("wait runs");
             (output, Instant::now())
@@ -806,9 +673,9 @@ fn status_wait_and_metrics_follow_a_running_daemon() {
     // While ajna-insight-v2 drips in: its state, the pid, and the metrics say so.
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
-        let status = setup.status();
-        let ajna = Setup::status_of(&status, AJNA);
-        let anahata = Setup::status_of(&status, ANAHATA);
+        let status = site.status();
+        let ajna = status_of(&status, AJNA);
+        let anahata = status_of(&status, ANAHATA);
         if ajna["state"] == "fetching" && ajna["bytes"].as_u64() > Some(0) && anahata["state"] == "ready" {
             break status;
         }
@@ -832,14 +699,14 @@ fn status_wait_and_metrics_follow_a_running_daemon() {
     assert!(!waiter.is_finished(), "wait returned while a model was still being fetched");
 
     let (output, returned) = waiter.join().expect("wait thread");
-    assert_eq!(output.status.code(), Some(0), "wait: {}", crate::util::text(&output));
+    assert_eq!(output.status.code(), Some(0), "wait: {}", crate::fixture::text(&output));
     assert!(returned.duration_since(started) > Duration::from_secs(2), "wait did not wait");
-    setup.assert_published(AJNA, &big);
-    setup.assert_published(ANAHATA, &small);
+    site.assert_published(AJNA, &big);
+    site.assert_published(ANAHATA, &small);
 
-    let status = setup.status();
+    let status = site.status();
     for (model, size) in [(AJNA, BIG), (ANAHATA, SMALL)] {
-        let row = Setup::status_of(&status, model);
+        let row = status_of(&status, model);
         assert_eq!(row["state"], "ready", "{status:#}");
         assert_eq!(row["bytes"], size, "{status:#}");
     }
@@ -855,40 +722,35 @@ fn status_wait_and_metrics_follow_a_running_daemon() {
     );
 
     daemon.terminate();
-    assert_eq!(setup.status()["daemon_pid"], serde_json::Value::Null, "a stopped daemon still shows");
+    assert_eq!(site.status()["daemon_pid"], serde_json::Value::Null, "a stopped daemon still shows");
 }
 
 #[test]
 fn wait_fails_fast_naming_the_model_and_the_reason() {
-    let setup = Setup::new();
+    let site = site();
     // ajna-insight-v2: the CDN flips a byte. anahata-heart-v1: the Hub has no such file.
-    let flipped = setup.serve(AJNA, data(1, SMALL));
-    setup.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&flipped.sha256));
-    setup.origin.publish_in_git(ANAHATA.repo, "README.md", b"# no weights here\n".to_vec());
-    let missing = Blob {
-        content: Arc::new(data(2, SMALL)),
-        sha256: hex(&sha2::Sha256::digest(data(2, SMALL))),
-        size: SMALL as u64,
-        commit: String::new(),
-    };
-    setup.write_index(&[(AJNA, &flipped), (ANAHATA, &missing)]);
-    setup.write_config(&[AJNA, ANAHATA], "");
-    let mut daemon = Daemon::start_with(&setup, &Launch { notify: false, ..Launch::default() });
+    let flipped = site.serve(AJNA, data(1, SMALL));
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&flipped.sha256));
+    site.origin().publish_in_git(ANAHATA.repo, "README.md", b"# no weights here\n".to_vec());
+    let missing = unpublished(data(2, SMALL));
+    site.write_index(&[(AJNA, &flipped), (ANAHATA, &missing)]);
+    let mut daemon = Daemon::start_with(&site, &Launch { notify: false, ..Launch::default() });
 
     for (model, reason) in [(AJNA, "checksum mismatch"), (ANAHATA, "404")] {
         let started = Instant::now();
-        let output = setup.cli(&["wait", "--timeout", "10s", model.id]);
+        let output =
+            site.command(&["wait", "--timeout", "10s", model.id]).output().expect("models-fetch runs");
         let took = started.elapsed();
-        let out = crate::util::text(&output);
+        let out = text(&output);
         assert_ne!(output.status.code(), Some(0), "wait succeeded for a failed model: {out}");
         assert!(took < Duration::from_secs(5), "wait took {took:?} to see a permanent failure: {out}");
         let named = out.lines().any(|l| l.contains(model.id) && l.contains(reason));
         assert!(named, "no line names {} and {reason:?}: {out}\n{}", model.id, daemon.report());
     }
-    let status = setup.status();
+    let status = site.status();
     assert_eq!(status["daemon_pid"], daemon.pid, "{status:#}");
     for (model, kind) in [(AJNA, "integrity"), (ANAHATA, "permanent")] {
-        let row = Setup::status_of(&status, model);
+        let row = status_of(&status, model);
         assert_eq!(row["state"], "failed", "{status:#}");
         assert_eq!(row["error_kind"], kind, "{status:#}");
     }
@@ -898,18 +760,17 @@ fn wait_fails_fast_naming_the_model_and_the_reason() {
 
 #[test]
 fn wait_keeps_waiting_through_a_transient_failure() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.origin.add(Rule::always(Route::Cdn, Fault::status(503, &[])));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
-    let mut daemon = Daemon::start(&setup);
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    site.origin().add(Rule::always(Route::Cdn, Fault::status(503, &[])));
+    site.write_index(&[(AJNA, &blob)]);
+    let mut daemon = Daemon::start(&site);
     daemon.expect_status(0, PATIENCE, "STATUS 1 failed (retrying)", |s| {
         s.contains("ajna-insight-v2 (retrying)")
     });
     let started = Instant::now();
-    let output = setup.cli(&["wait", "--timeout", "2s"]);
-    let out = crate::util::text(&output);
+    let output = site.command(&["wait", "--timeout", "2s"]).output().expect("models-fetch runs");
+    let out = text(&output);
     assert_eq!(output.status.code(), Some(75), "wait gave up on a transient failure: {out}");
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -922,16 +783,15 @@ fn wait_keeps_waiting_through_a_transient_failure() {
 
 #[test]
 fn wait_times_out_with_75_when_no_daemon_runs() {
-    let setup = Setup::new();
-    let blob = setup.serve(AJNA, data(1, SMALL));
-    setup.write_index(&[(AJNA, &blob)]);
-    setup.write_config(&[AJNA], "");
+    let site = site();
+    let blob = site.serve(AJNA, data(1, SMALL));
+    site.write_index(&[(AJNA, &blob)]);
     let started = Instant::now();
-    let output = setup.cli(&["wait", "--timeout", "1s"]);
+    let output = site.command(&["wait", "--timeout", "1s"]).output().expect("models-fetch runs");
     let took = started.elapsed();
-    let out = crate::util::text(&output);
+    let out = text(&output);
     assert_eq!(output.status.code(), Some(75), "{out}");
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "timed out after {took:?}");
     assert!(out.contains("timed out") && out.contains(AJNA.id), "{out}");
-    assert!(setup.origin.requests().is_empty(), "wait went to the network");
+    assert!(site.origin().requests().is_empty(), "wait went to the network");
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{AJNA, Site, data, is_root, signal};
+use crate::fixture::{AJNA, RUN_LIMIT, Site, data, is_root, run_with_limit, sha256_hex, terminate};
 use crate::origin::{Fault, Route, Rule};
 
 /// A tmpfs mounted at a path; unmounted on drop.
@@ -87,42 +87,34 @@ fn fill(dir: &Path, chunk: usize) -> PathBuf {
     filler
 }
 
-fn status_json(site: &Site) -> serde_json::Value {
-    let output = site.command(&["status", "--json"], None).output().expect("status runs");
-    serde_json::from_slice(&output.stdout).unwrap_or_default()
-}
-
 #[test]
 fn no_room_for_the_new_version_keeps_the_old_and_the_daemon_recovers_when_space_returns() {
     let site = Site::new();
-    let Some(tmpfs) = Tmpfs::mount(&site.cache, "20m") else { return };
+    let Some(tmpfs) = Tmpfs::mount(&site.cache(), "20m") else { return };
     // 2 MiB fit (the engine wants the file and a 16 MiB margin free); 3 MiB then do not.
-    let v1 = site.serve(AJNA, data(1, 2 << 20));
-    site.write_index(&[(AJNA, &v1)]);
-    site.sync().assert_ok();
-    site.assert_published(AJNA, &v1);
+    let v1 = site.published(AJNA, data(1, 2 << 20));
 
     let v2 = site.serve(AJNA, data(2, 3 << 20));
     site.write_index(&[(AJNA, &v2)]);
-    let cdn_before = site.origin.requests_to(Route::Cdn).len();
+    let cdn_before = site.origin().requests_to(Route::Cdn).len();
     let run = site.sync();
     run.assert_failed(&[74], AJNA.id, &["not enough space"]);
     assert!(run.out.contains("free space, then run again"), "the error says what to do:\n{}", run.out);
-    assert_eq!(site.origin.requests_to(Route::Cdn).len(), cdn_before, "downloaded into a full disk");
+    assert_eq!(site.origin().requests_to(Route::Cdn).len(), cdn_before, "downloaded into a full disk");
     site.assert_published(AJNA, &v1);
     site.assert_not_published(AJNA, &v2);
     site.assert_invariant("after the refusal");
     assert!(site.temp_files().is_empty(), "temp files: {:?}", site.temp_files());
 
     // The service: the model fails with the reason, and is published once space returns.
-    site.set("recheck_interval", "\"1s\"");
+    site.set("recheck_interval", "1s");
     site.write_config();
     let log = site.path("daemon.log");
     let mut daemon = site.spawn_daemon("info", &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let status = status_json(&site);
+        let status = site.status();
         let model = &status["models"][0];
         if model["state"] == "failed" {
             let error = model["last_error"].as_str().unwrap_or_default();
@@ -140,14 +132,12 @@ fn no_room_for_the_new_version_keeps_the_old_and_the_daemon_recovers_when_space_
     site.assert_published(AJNA, &v1);
     tmpfs.resize("64m");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read(site.stored(AJNA)).is_ok_and(|b| crate::harness::sha256_hex(&b) == v2.sha256) {
+    while !std::fs::read(site.stored(AJNA)).is_ok_and(|b| sha256_hex(&b) == v2.sha256) {
         assert!(Instant::now() < deadline, "not published after space returned:\n{}", read_log());
         site.assert_invariant("while the daemon recovers");
         std::thread::sleep(Duration::from_millis(100));
     }
-    signal(&daemon, libc::SIGTERM);
-    let exited = daemon.wait().expect("wait");
-    assert_eq!(exited.code(), Some(0), "{}", read_log());
+    terminate(&mut daemon, &log);
     site.assert_published(AJNA, &v2);
     site.assert_invariant("after the recovery");
     assert!(site.temp_files().is_empty(), "temp files: {:?}", site.temp_files());
@@ -159,15 +149,13 @@ fn no_room_for_the_new_version_keeps_the_old_and_the_daemon_recovers_when_space_
 fn enospc_from_the_file_system_is_a_clear_local_error_and_the_old_version_stays() {
     let site = Site::new();
     // Few inodes, so they run out long before the bytes do.
-    let Some(tmpfs) = Tmpfs::mount(&site.cache, "24m,nr_inodes=256") else { return };
-    let v1 = site.serve(AJNA, data(1, 256 << 10));
-    site.write_index(&[(AJNA, &v1)]);
-    site.sync().assert_ok();
+    let Some(tmpfs) = Tmpfs::mount(&site.cache(), "24m,nr_inodes=256") else { return };
+    let v1 = site.published(AJNA, data(1, 256 << 10));
     let v2 = site.serve(AJNA, data(2, 256 << 10));
     site.write_index(&[(AJNA, &v2)]);
     // Every inode taken (tiny files), so bytes are free but no file can be created: the space
     // check passes and the file system says ENOSPC.
-    let filler = fill(&site.cache, 0);
+    let filler = fill(&site.cache(), 0);
     let run = site.sync();
     run.assert_failed(&[74], AJNA.id, &["no space left on device", "os error 28"]);
     site.assert_published(AJNA, &v1);
@@ -185,17 +173,15 @@ fn enospc_from_the_file_system_is_a_clear_local_error_and_the_old_version_stays(
 #[test]
 fn disk_filled_by_another_writer_during_a_download_never_breaks_a_published_name() {
     let site = Site::new();
-    let Some(tmpfs) = Tmpfs::mount(&site.cache, "24m") else { return };
-    let v1 = site.serve(AJNA, data(1, 1 << 20));
-    site.write_index(&[(AJNA, &v1)]);
-    site.sync().assert_ok();
+    let Some(tmpfs) = Tmpfs::mount(&site.cache(), "24m") else { return };
+    let v1 = site.published(AJNA, data(1, 1 << 20));
     let v2 = site.serve(AJNA, data(2, 1 << 20));
     site.write_index(&[(AJNA, &v2)]);
     // 1 MiB in 16 pieces 60 ms apart: the disk is filled while it downloads.
-    site.origin
+    site.origin()
         .add(Rule::once(Route::Cdn, Fault::Drip { chunk: 64 << 10, every: Duration::from_millis(60) }));
-    let partial = site.partial(AJNA, &v2);
-    let cache = site.cache.clone();
+    let partial = site.paths(AJNA, &v2).partial();
+    let cache = site.cache();
     let filler = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !partial.exists() && Instant::now() < deadline {
@@ -215,19 +201,19 @@ fn disk_filled_by_another_writer_during_a_download_never_breaks_a_published_name
         run.assert_failed(&[74], AJNA.id, &["no space left on device", "os error 28", "space"]);
         assert!(
             std::fs::read(site.stored(AJNA)).is_ok_and(|b| {
-                let sha = crate::harness::sha256_hex(&b);
+                let sha = sha256_hex(&b);
                 sha == v1.sha256 || sha == v2.sha256
             }),
             "the store link gives neither version"
         );
     }
-    let cdn_before = site.origin.requests_to(Route::Cdn).len();
+    let cdn_before = site.origin().requests_to(Route::Cdn).len();
     std::fs::remove_dir_all(&filler).expect("free the space");
     site.sync().assert_ok();
     site.assert_published(AJNA, &v2);
     site.assert_invariant("after space returned");
     assert!(site.temp_files().is_empty(), "temp files: {:?}", site.temp_files());
-    let cdn = &site.origin.requests_to(Route::Cdn)[cdn_before..];
+    let cdn = &site.origin().requests_to(Route::Cdn)[cdn_before..];
     assert!(cdn.is_empty(), "the file was downloaded again though its bytes were on disk: {cdn:#?}");
     drop(tmpfs);
 }
@@ -236,14 +222,12 @@ fn disk_filled_by_another_writer_during_a_download_never_breaks_a_published_name
 fn a_write_error_half_way_is_reported_as_itself_and_the_old_version_stays() {
     use std::os::unix::process::CommandExt;
     let site = Site::new();
-    let v1 = site.serve(AJNA, data(1, 256 << 10));
-    site.write_index(&[(AJNA, &v1)]);
-    site.sync().assert_ok();
+    let v1 = site.published(AJNA, data(1, 256 << 10));
     // 24 MiB over one stream, several times the sink's buffers; the writer fails at 2 MiB, as
     // with EIO or a full disk past the reservation.
     let v2 = site.serve(AJNA, data(2, 24 << 20));
     site.write_index(&[(AJNA, &v2)]);
-    let mut command = site.command(&["sync"], None);
+    let mut command = site.command(&["sync"]);
     // SAFETY: async-signal-safe calls only, between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -256,10 +240,10 @@ fn a_write_error_half_way_is_reported_as_itself_and_the_old_version_stays() {
             }
         });
     }
-    let run = crate::harness::run_with_limit(command, crate::harness::RUN_LIMIT, &|| false);
+    let run = run_with_limit(command, RUN_LIMIT, &|| false);
     run.assert_failed(&[74], AJNA.id, &["file too large (os error 27)"]);
     assert!(!run.stderr.contains("the writer stopped"), "the cause is lost:\n{}", run.out);
-    site.assert_published(AJNA, &v1);
+    site.assert_kept(AJNA, &v1);
     site.assert_not_published(AJNA, &v2);
     site.assert_invariant("after the write error");
 }

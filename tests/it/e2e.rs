@@ -4,22 +4,23 @@
 //!
 //! Needs nginx and the Python venv that `.ci/test` installs (found at `$NGINX_BIN` / in `PATH`, and at
 //! `$HF_PYTHON` / `.ci/tools/venv/bin/python`). Without them the tests fail with a hint, unless
-//! `MODELS_FETCH_SKIP_E2E=1` is set.
+//! `MODELS_FETCH_SKIP_E2E=1` is set. The site (token, index, config, where files are published)
+//! is the fixture's [`Site`], offline: its origin is the nginx one here.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::util::{root, temp_dir};
+use crate::fixture::{Model, Site, data, root, run_with_limit, scrub_env, walk};
+use crate::origin::Blob;
 
-/// The Hub token of the private repo: it must never show up in output, logs or files.
-const TOKEN: &str = "hf_e2eSecretTokenDoNotLeak0123456789";
 const CDN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 fn skip() -> bool {
@@ -66,18 +67,6 @@ fn free_port(ip: Ipv4Addr) -> u16 {
     TcpListener::bind((ip, 0)).expect("bind a loopback port").local_addr().unwrap().port()
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `len` pseudo-random bytes, the same for the same seed.
-fn fixture(seed: u64, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    fastrand::Rng::with_seed(seed).fill(&mut bytes);
-    bytes
-}
-
 /// One line of an nginx access log (format `e2e` in tests/e2e/nginx.conf.in).
 #[derive(Debug, Clone, PartialEq)]
 struct Hit {
@@ -109,17 +98,6 @@ fn parse_log(path: &Path) -> Vec<Hit> {
         .collect()
 }
 
-/// A file the origin serves, as `origin.sh add` reported it.
-#[derive(Debug, Clone)]
-struct Served {
-    repo: String,
-    path: String,
-    revision: String,
-    sha256: String,
-    size: u64,
-    commit: String,
-}
-
 /// A running nginx origin in its own directory, stopped when dropped.
 struct Origin {
     prefix: PathBuf,
@@ -132,10 +110,11 @@ struct Origin {
 }
 
 impl Origin {
-    fn new(dir: &Path, token_file: Option<&Path>) -> Self {
+    /// An origin in the site's `origin/`, whose private repos need the site's token.
+    fn new(site: &Site) -> Self {
         let mut origin = Self {
-            prefix: dir.join("origin"),
-            token_file: token_file.map(Path::to_owned),
+            prefix: site.path("origin"),
+            token_file: Some(site.path("token")),
             added: Vec::new(),
             hub_port: 0,
             cdn_port: 0,
@@ -174,27 +153,25 @@ impl Origin {
         self.script(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
-    /// Serves `src` as `path` of `repo` at `revision` (and at its commit). `extra`: `--private`,
-    /// `--slow`.
-    fn add(&mut self, repo: &str, path: &str, revision: &str, src: &Path, extra: &[&str]) -> Served {
+    /// Serves `src` as `model`'s file (its repo, path and revision, and at its commit).
+    /// `extra`: `--private`, `--slow`.
+    fn add(&mut self, model: Model, src: &Path, extra: &[&str]) -> Blob {
         let mut args: Vec<String> = vec![
             "add".into(),
             self.prefix.to_str().unwrap().into(),
-            repo.into(),
-            path.into(),
+            model.repo.into(),
+            model.hub_path().into(),
             src.to_str().unwrap().into(),
             "--revision".into(),
-            revision.into(),
+            model.revision().into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let out = self.script(&args.iter().map(String::as_str).collect::<Vec<_>>());
         self.added.push(args);
         let f: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(f.len(), 3, "origin.sh add printed {out:?}");
-        Served {
-            repo: repo.into(),
-            path: path.into(),
-            revision: revision.into(),
+        Blob {
+            content: Arc::new(std::fs::read(src).expect("the served file")),
             sha256: f[0].into(),
             size: f[1].parse().unwrap(),
             commit: f[2].into(),
@@ -284,218 +261,26 @@ impl Drop for Origin {
     }
 }
 
-/// A model of the test index, served from the origin.
-struct Model {
-    id: &'static str,
-    chakra: &'static str,
-    filename: &'static str,
-    served: Served,
-}
-
-fn index_entry(model: &Model) -> Value {
-    json!({
-        "id": model.id,
-        "version": "1.0.0",
-        "chakra": model.chakra,
-        "frequencyHz": 432,
-        "geometry": { "pattern": "hexagon", "dimensions": 2 },
-        "temporalScope": "eternal",
-        "semanticTags": ["e2e"],
-        "dataset": { "id": "e2e-corpus", "url": "https://example.org/datasets/e2e" },
-        "training": { "repo": "https://example.org/training/e2e", "command": "python train.py" },
-        "artifact": {
-            "filename": model.filename,
-            "sha256": model.served.sha256,
-            "sizeBytes": model.served.size,
-            "format": "safetensors",
-            "repo": model.served.repo,
-            "revision": model.served.revision,
-            "path": model.served.path,
-        },
-        "license": "MIT",
-        "provenance": { "runId": "e2e-run", "creator": "models-fetch e2e tests" },
-    })
-}
-
-/// The test's directory: fixtures, origin, index, config, cache and store.
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn new() -> Self {
-        let site = Self { dir: temp_dir() };
-        let token_file = site.path("token");
-        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        site
+/// Writes the index of `models` and a config deploying them from `endpoint` with
+/// `token_file`: the models of chakra ajna through `[chakra_models]`, the others through
+/// `deployed_models`.
+fn deploy(site: &Site, endpoint: &str, token_file: Option<&str>, models: &[(Model, &Blob)]) {
+    site.set("endpoint", endpoint);
+    match token_file {
+        Some(file) => site.set("token_file", file),
+        None => site.unset("token_file"),
     }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn origin(&self) -> Origin {
-        Origin::new(self.dir.path(), Some(&self.path("token")))
-    }
-
-    /// Writes fixture bytes to `fixtures/{name}` and returns its path.
-    fn fixture(&self, name: &str, seed: u64, len: usize) -> PathBuf {
-        let path = self.path(&format!("fixtures/{name}"));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, fixture(seed, len)).unwrap();
-        path
-    }
-
-    /// Writes `index.json` with `models` and `{name}.toml` deploying them; returns the config.
-    /// Models of chakra ajna are deployed through `[chakra_models]`, the others directly.
-    fn config(&self, name: &str, endpoint: &str, token_file: Option<&str>, models: &[&Model]) -> PathBuf {
-        let index = json!({ "models": models.iter().map(|m| index_entry(m)).collect::<Vec<_>>() });
-        std::fs::write(self.path("index.json"), serde_json::to_string_pretty(&index).unwrap()).unwrap();
-        let list = |chakra: bool| {
-            let ids: Vec<String> = models
-                .iter()
-                .filter(|m| (m.chakra == "ajna") == chakra)
-                .map(|m| format!("{:?}", m.id))
-                .collect();
-            ids.join(", ")
-        };
-        let token = token_file.map(|t| format!("token_file = {t:?}\n")).unwrap_or_default();
-        let (direct, ajna) = (list(false), list(true));
-        let text = format!(
-            r#"index = "index.json"
-cache_dir = "hf-cache"
-store_dir = "store"
-{token}endpoint = "{endpoint}"
-connect_timeout = "2s"
-stall_timeout = "5s"
-max_retries = 1
-retry_base_delay = "100ms"
-deployed_models = [{direct}]
-
-[chakra_models]
-ajna = [{ajna}]
-"#
-        );
-        let path = self.path(&format!("{name}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.path(&format!("hf-cache/models--{}", repo.replace('/', "--")))
-    }
-
-    fn blob(&self, served: &Served) -> PathBuf {
-        self.repo_dir(&served.repo).join("blobs").join(&served.sha256)
-    }
-
-    fn partial(&self, served: &Served) -> PathBuf {
-        self.repo_dir(&served.repo).join("blobs").join(format!("{}.models-fetch.incomplete", served.sha256))
-    }
-}
-
-/// `models-fetch` with a clean environment (no token or proxy from the caller).
-fn command(args: &[&str], log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
-    command.args(args).current_dir(root()).stdin(Stdio::null());
-    for var in [
-        "MODELS_FETCH_CONFIG",
-        "CREDENTIALS_DIRECTORY",
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(var);
-    }
-    command.stdout(File::create(log).unwrap()).stderr(File::create(log.with_extension("err")).unwrap());
-    command
-}
-
-fn output_of(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-        + &std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
-}
-
-/// Runs `models-fetch sync --config CONFIG` to completion (60 s at most); exit code and output.
-fn sync(config: &Path) -> (Option<i32>, String) {
-    let log = config.with_extension(format!("run{}.out", fastrand::u32(..)));
-    let mut child = command(&["sync", "--config", config.to_str().unwrap()], &log).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code(), output_of(&log));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("models-fetch sync did not finish within 60 s:\n{}", output_of(&log));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Every file under `dir` (not following symlinks).
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return files };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.symlink_metadata().unwrap().is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
-/// The published layout of `model`: verified blob, relative snapshot link, ref without newline,
-/// store link; no partial file left.
-fn assert_published(site: &Site, model: &Model) {
-    let served = &model.served;
-    let blob = site.blob(served);
-    let bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
-    assert_eq!(bytes.len() as u64, served.size, "{}", blob.display());
-    assert_eq!(sha256(&bytes), served.sha256, "{}", blob.display());
-
-    let repo = site.repo_dir(&served.repo);
-    let snapshot = repo.join("snapshots").join(&served.commit).join(&served.path);
-    let target = std::fs::read_link(&snapshot).unwrap_or_else(|e| panic!("{}: {e}", snapshot.display()));
-    assert!(target.is_relative(), "{} -> {} must be relative", snapshot.display(), target.display());
-    assert_eq!(std::fs::canonicalize(&snapshot).unwrap(), std::fs::canonicalize(&blob).unwrap());
-    if served.revision != served.commit {
-        let reference = repo.join("refs").join(&served.revision);
-        assert_eq!(std::fs::read_to_string(&reference).unwrap(), served.commit, "{}", reference.display());
-    }
-
-    let stored = site.path(&format!("store/{}/{}", model.id, model.filename));
-    assert_eq!(sha256(&std::fs::read(&stored).unwrap()), served.sha256, "{}", stored.display());
-    let by_chakra = site.path(&format!("store/by-chakra/{}/{}/{}", model.chakra, model.id, model.filename));
-    assert_eq!(sha256(&std::fs::read(&by_chakra).unwrap()), served.sha256, "{}", by_chakra.display());
-
-    let partials: Vec<PathBuf> = walk(&site.path("hf-cache"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".incomplete"))
-        .collect();
-    assert!(partials.is_empty(), "partial files left: {partials:?}");
-}
-
-/// No file under the site's cache and store, and no output, holds the token.
-fn assert_no_token(site: &Site, out: &str) {
-    assert!(!out.contains(TOKEN), "the token is in the output:\n{out}");
-    for file in walk(&site.path("hf-cache")).into_iter().chain(walk(&site.path("store"))) {
-        let meta = file.symlink_metadata().unwrap();
-        if meta.is_file() && meta.len() < (1 << 20) {
-            let bytes = std::fs::read(&file).unwrap();
-            assert!(!String::from_utf8_lossy(&bytes).contains(TOKEN), "the token is in {}", file.display());
-        }
-    }
+    site.set("stall_timeout", "5s");
+    site.set("max_retries", 1);
+    site.set("retry_base_delay", "100ms");
+    site.unset("retry_max_time");
+    site.write_index(models);
+    let ids = |ajna: bool| -> Vec<&str> {
+        models.iter().filter(|(m, _)| (m.chakra == "ajna") == ajna).map(|(m, _)| m.id).collect()
+    };
+    site.set("deployed_models", ids(false));
+    site.set("chakra_models", toml::Table::from_iter([("ajna".to_owned(), ids(true).into())]));
+    site.write_config();
 }
 
 #[test]
@@ -503,37 +288,32 @@ fn sync_fetches_public_and_private_models_from_a_hub_origin() {
     if skip() {
         return;
     }
-    let site = Site::new();
-    let mut origin = site.origin();
-    let public_src = site.fixture("public.safetensors", 1, 300_000);
-    let private_src = site.fixture("private.safetensors", 2, 1_000_000);
-    let public = Model {
-        id: "ajna-e2e-public",
-        chakra: "ajna",
-        filename: "ajna-e2e-public.safetensors",
-        served: origin.add("e2e-org/public-model", "model.safetensors", "main", &public_src, &[]),
-    };
-    let private = Model {
-        id: "anahata-e2e-private",
-        chakra: "anahata",
-        filename: "anahata-e2e-private.safetensors",
-        served: origin.add(
-            "e2e-org/private-model",
-            "weights/private.safetensors",
-            "main",
-            &private_src,
-            &["--private"],
-        ),
-    };
+    let site = Site::offline();
+    let mut origin = Origin::new(&site);
+    let public = Model::new("ajna-e2e-public", "ajna", "ajna-e2e-public.safetensors", "e2e-org/public-model")
+        .at("model.safetensors", "main");
+    let private = Model::new(
+        "anahata-e2e-private",
+        "anahata",
+        "anahata-e2e-private.safetensors",
+        "e2e-org/private-model",
+    )
+    .at("weights/private.safetensors", "main");
+    let public_blob = origin.add(public, &site.write("fixtures/public.safetensors", &data(1, 300_000)), &[]);
+    let private_src = site.write("fixtures/private.safetensors", &data(2, 1_000_000));
+    let private_blob = origin.add(private, &private_src, &["--private"]);
     origin.start();
-    let config = site.config("config", &origin.endpoint(), Some("token"), &[&public, &private]);
+    deploy(&site, &origin.endpoint(), Some("token"), &[(public, &public_blob), (private, &private_blob)]);
 
-    let (code, out) = sync(&config);
-    assert_eq!(code, Some(0), "{out}");
-    assert_published(&site, &public);
-    assert_published(&site, &private);
-    assert_no_token(&site, &out);
-    assert!(!out.contains("e2eSig"), "a presigned CDN URL's query is in the output:\n{out}");
+    // `sync` checks that neither the token nor a presigned query is in the output.
+    let run = site.sync();
+    run.assert_ok();
+    site.assert_published(public, &public_blob);
+    site.assert_published(private, &private_blob);
+    for (path, text) in site.written_texts() {
+        site.assert_no_secret_in(&text, &path.display().to_string());
+    }
+    assert!(!run.out.contains("e2eSig"), "a presigned CDN URL's query is in the output:\n{}", run.out);
 
     let (hub, cdn) = origin.logs();
     assert!(
@@ -542,9 +322,9 @@ fn sync_fetches_public_and_private_models_from_a_hub_origin() {
         "the private repo was resolved with the token: {hub:#?}"
     );
     assert!(cdn.iter().all(|h| !h.auth), "Authorization was sent to the CDN: {cdn:#?}");
-    for served in [&public.served, &private.served] {
-        let bytes: u64 = cdn.iter().filter(|h| h.request.contains(&served.sha256)).map(|h| h.bytes).sum();
-        assert_eq!(bytes, served.size, "{} downloaded once: {cdn:#?}", served.path);
+    for (model, blob) in [(public, &public_blob), (private, &private_blob)] {
+        let bytes: u64 = cdn.iter().filter(|h| h.request.contains(&blob.sha256)).map(|h| h.bytes).sum();
+        assert_eq!(bytes, blob.size, "{} downloaded once: {cdn:#?}", model.hub_path());
     }
 }
 
@@ -553,28 +333,32 @@ fn a_private_model_without_the_right_token_fails_naming_the_model() {
     if skip() {
         return;
     }
-    let site = Site::new();
-    let mut origin = site.origin();
-    let src = site.fixture("private.safetensors", 3, 100_000);
-    let private = Model {
-        id: "vishuddha-e2e-private",
-        chakra: "vishuddha",
-        filename: "vishuddha-e2e-private.safetensors",
-        served: origin.add("e2e-org/private-model", "model.safetensors", "main", &src, &["--private"]),
-    };
+    let site = Site::offline();
+    let mut origin = Origin::new(&site);
+    let private = Model::new(
+        "vishuddha-e2e-private",
+        "vishuddha",
+        "vishuddha-e2e-private.safetensors",
+        "e2e-org/private-model",
+    )
+    .at("model.safetensors", "main");
+    let src = site.write("fixtures/private.safetensors", &data(3, 100_000));
+    let blob = origin.add(private, &src, &["--private"]);
     origin.start();
 
     let wrong = "hf_e2eWrongToken9876543210";
     std::fs::write(site.path("wrong-token"), wrong).unwrap();
-    std::fs::set_permissions(site.path("wrong-token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(site.path("wrong-token"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
     for (name, token_file) in [("no-token", None), ("wrong-token", Some("wrong-token"))] {
-        let config = site.config(name, &origin.endpoint(), token_file, &[&private]);
-        let (code, out) = sync(&config);
-        assert!(matches!(code, Some(c) if c != 0), "{name}: exit {code:?}\n{out}");
-        assert!(out.contains(private.id), "{name}: the failure names the model:\n{out}");
-        assert!(!out.contains(wrong), "{name}: the token is in the output:\n{out}");
-        assert!(!site.path(&format!("store/{}", private.id)).exists(), "{name}: published anyway");
-        assert!(!site.blob(&private.served).exists(), "{name}: a blob exists");
+        deploy(&site, &origin.endpoint(), token_file, &[(private, &blob)]);
+        let run = site.sync();
+        assert!(matches!(run.code, Some(c) if c != 0), "{name}: exit {:?}\n{}", run.code, run.out);
+        assert!(run.out.contains(private.id), "{name}: the failure names the model:\n{}", run.out);
+        assert!(!run.out.contains(wrong), "{name}: the token is in the output:\n{}", run.out);
+        let paths = site.paths(private, &blob);
+        assert!(!paths.model_dir().exists(), "{name}: published anyway");
+        assert!(!paths.blob.exists(), "{name}: a blob exists");
     }
     let (hub, cdn) = origin.logs();
     assert!(hub.iter().all(|h| h.status == 401), "{hub:#?}");
@@ -588,65 +372,77 @@ fn huggingface_hub_reads_the_published_cache_offline() {
         return;
     }
     let python = hf_python();
-    let site = Site::new();
-    let mut origin = site.origin();
-    let a = site.fixture("a.safetensors", 4, 200_000);
-    let b = site.fixture("b.safetensors", 5, 150_000);
-    let c = site.fixture("c.safetensors", 6, 120_000);
-    let d = site.fixture("d.safetensors", 7, 80_000);
+    let site = Site::offline();
+    let mut origin = Origin::new(&site);
     let commit_b = "0123456789abcdef0123456789abcdef01234567";
     let models = [
-        Model {
-            id: "ajna-e2e-top",
-            chakra: "ajna",
-            filename: "ajna-e2e-top.safetensors",
-            served: origin.add("e2e-org/multi", "model.safetensors", "main", &a, &[]),
-        },
-        Model {
-            id: "soma-e2e-nested",
-            chakra: "soma",
-            filename: "soma-e2e-nested.safetensors",
-            served: origin.add("e2e-org/multi", "sub/dir/model.safetensors", "main", &b, &[]),
-        },
-        Model {
-            id: "jnana-e2e-pinned",
-            chakra: "jnana",
-            filename: "jnana-e2e-pinned.safetensors",
-            served: origin.add("e2e-org/pinned", "pinned.safetensors", commit_b, &c, &[]),
-        },
-        Model {
-            id: "anahata-e2e-private",
-            chakra: "anahata",
-            filename: "anahata-e2e-private.safetensors",
-            served: origin.add("e2e-org/private", "private.safetensors", "v1.0", &d, &["--private"]),
-        },
+        (
+            Model::new("ajna-e2e-top", "ajna", "ajna-e2e-top.safetensors", "e2e-org/multi"),
+            "model.safetensors",
+            "main",
+            200_000,
+            &[][..],
+        ),
+        (
+            Model::new("soma-e2e-nested", "soma", "soma-e2e-nested.safetensors", "e2e-org/multi"),
+            "sub/dir/model.safetensors",
+            "main",
+            150_000,
+            &[],
+        ),
+        (
+            Model::new("jnana-e2e-pinned", "jnana", "jnana-e2e-pinned.safetensors", "e2e-org/pinned"),
+            "pinned.safetensors",
+            commit_b,
+            120_000,
+            &[],
+        ),
+        (
+            Model::new(
+                "anahata-e2e-private",
+                "anahata",
+                "anahata-e2e-private.safetensors",
+                "e2e-org/private",
+            ),
+            "private.safetensors",
+            "v1.0",
+            80_000,
+            &["--private"],
+        ),
     ];
+    let served: Vec<(Model, Blob)> = models
+        .iter()
+        .zip(4..)
+        .map(|(&(model, path, revision, size, extra), seed)| {
+            let model = model.at(path, revision);
+            let src = site.write(&format!("fixtures/{}", model.filename), &data(seed, size));
+            (model, origin.add(model, &src, extra))
+        })
+        .collect();
     origin.start();
-    let config = site.config("config", &origin.endpoint(), Some("token"), &models.iter().collect::<Vec<_>>());
-    let (code, out) = sync(&config);
-    assert_eq!(code, Some(0), "{out}");
-    for model in &models {
-        assert_published(&site, model);
+    let pairs: Vec<(Model, &Blob)> = served.iter().map(|(m, b)| (*m, b)).collect();
+    deploy(&site, &origin.endpoint(), Some("token"), &pairs);
+    site.sync().assert_ok();
+    for (model, blob) in &pairs {
+        site.assert_published(*model, blob);
     }
 
     let spec = json!({
-        "cache_dir": site.path("hf-cache"),
-        "files": models.iter().map(|m| json!({
-            "repo_id": m.served.repo,
-            "filename": m.served.path,
-            "revision": m.served.revision,
-            "sha256": m.served.sha256,
-            "size": m.served.size,
+        "cache_dir": site.cache(),
+        "files": pairs.iter().map(|(m, b)| json!({
+            "repo_id": m.repo,
+            "filename": m.hub_path(),
+            "revision": m.revision(),
+            "sha256": b.sha256,
+            "size": b.size,
         })).collect::<Vec<_>>(),
     });
     std::fs::write(site.path("hf-spec.json"), spec.to_string()).unwrap();
     let (hub_before, cdn_before) = origin.logs();
-    let output = Command::new(python)
-        .arg(root().join("tests/e2e/hf_check.py"))
-        .arg(site.path("hf-spec.json"))
-        .env_remove("HF_TOKEN")
-        .output()
-        .expect("python runs");
+    let mut check = Command::new(python);
+    check.arg(root().join("tests/e2e/hf_check.py")).arg(site.path("hf-spec.json"));
+    scrub_env(&mut check);
+    let output = check.output().expect("python runs");
     let report =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "huggingface_hub rejects the cache:\n{report}");
@@ -660,59 +456,50 @@ fn a_download_killed_with_sigkill_resumes_and_a_finished_sync_makes_no_request()
     if skip() {
         return;
     }
-    let site = Site::new();
-    let mut origin = site.origin();
+    let site = Site::offline();
+    let mut origin = Origin::new(&site);
     // 8 MiB through the CDN's 2 MiB/s location: about 4 s for the whole file.
-    let src = site.fixture("big.safetensors", 8, 8 << 20);
-    let model = Model {
-        id: "sahasrara-e2e-big",
-        chakra: "sahasrara",
-        filename: "sahasrara-e2e-big.safetensors",
-        served: origin.add("e2e-org/big", "big.safetensors", "main", &src, &["--slow"]),
-    };
+    let model = Model::new("sahasrara-e2e-big", "sahasrara", "sahasrara-e2e-big.safetensors", "e2e-org/big")
+        .at("big.safetensors", "main");
+    let src = site.write("fixtures/big.safetensors", &data(8, 8 << 20));
+    let blob = origin.add(model, &src, &["--slow"]);
     origin.start();
-    let config = site.config("config", &origin.endpoint(), None, &[&model]);
-    let size = model.served.size;
+    deploy(&site, &origin.endpoint(), None, &[(model, &blob)]);
+    let size = blob.size;
+    let paths = site.paths(model, &blob);
 
     // Run 1: killed once about half of the file is on disk.
-    let log = site.path("run1.out");
-    let mut child = command(&["sync", "--config", config.to_str().unwrap()], &log).spawn().unwrap();
-    let partial = site.partial(&model.served);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if len >= size * 3 / 8 {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "sync ended ({status}) before it could be killed; partial {len} bytes:\n{}",
-                output_of(&log)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not reach {} bytes within 20 s (has {len}); blobs: {:?}\n{}",
-            partial.display(),
-            size * 3 / 8,
-            walk(&site.repo_dir(&model.served.repo)),
-            output_of(&log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let partial = paths.partial();
+    let reached = Cell::new(false);
+    let run1 = run_with_limit(site.command(&["sync"]), Duration::from_secs(20), &|| {
+        reached.set(std::fs::metadata(&partial).map_or(0, |m| m.len()) >= size * 3 / 8);
+        reached.get()
+    });
+    assert!(
+        reached.get() && run1.code.is_none(),
+        "{} did not reach {} bytes before sync ended ({:?} after {:?}); blobs: {:?}\n{}",
+        partial.display(),
+        size * 3 / 8,
+        run1.code,
+        run1.elapsed,
+        walk(&paths.repo_dir()),
+        run1.out
+    );
+    site.assert_no_secret_in(&run1.out, "the output of the killed sync");
     let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
     assert!(kept > 0 && kept < size, "the partial file survives the kill: {kept} bytes");
-    assert!(!site.path(&format!("store/{}", model.id)).join(model.filename).exists());
+    assert!(!paths.store.exists());
     let (_, cdn1) = origin.logs();
 
     // Run 2: resumes with a Range request and publishes a verified file.
-    let (code, out) = sync(&config);
-    assert_eq!(code, Some(0), "{out}");
-    assert_published(&site, &model);
-    let out1 = output_of(&log);
-    assert!(!(out1 + &out).contains("e2eSig"), "a presigned CDN URL's query is in the output:\n{out}");
+    let run = site.sync();
+    run.assert_ok();
+    site.assert_published(model, &blob);
+    assert!(
+        !(run1.out + &run.out).contains("e2eSig"),
+        "a presigned CDN URL's query is in the output:\n{}",
+        run.out
+    );
     let (hub2, cdn2) = origin.logs();
     let new: Vec<&Hit> = cdn2[cdn1.len()..].iter().collect();
     let transferred: u64 = new.iter().map(|h| h.bytes).sum();
@@ -725,8 +512,7 @@ fn a_download_killed_with_sigkill_resumes_and_a_finished_sync_makes_no_request()
     assert!(first + transferred >= size, "run 1 sent {first}, run 2 {transferred}");
 
     // Run 3: everything is published and intact, so no request at all.
-    let (code, out) = sync(&config);
-    assert_eq!(code, Some(0), "{out}");
-    assert_published(&site, &model);
+    site.sync().assert_ok();
+    site.assert_published(model, &blob);
     assert_eq!(origin.logs(), (hub2, cdn2), "a sync of a published model makes no request");
 }

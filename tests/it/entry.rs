@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::util::{models_fetch, temp_dir, text, write};
+use crate::fixture::{models_fetch, temp_dir, text, write};
 
 const REQUIRED: &[&str] = &[
     "--version",

@@ -7,225 +7,42 @@
 //! Every run also checks that the token and the presigned query never reach the output and that
 //! no request to a CDN carried `Authorization`.
 
-use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Model, Run, canonical, data, index_document, run_with_limit, sha256_hex};
+use crate::fixture::{AJNA, ANAHATA, Model, Site, TOKEN, data, sha256_hex};
 use crate::origin::{Blob, Fault, Host, Origin, Request, Route, Rule, SIGNATURE_MARKER};
-use crate::util::{temp_dir, write};
 
-/// The model most tests fetch.
-const AJNA: Model = Model {
-    id: "ajna-insight-v2",
-    chakra: "ajna",
-    filename: "ajna-insight-v2.safetensors",
-    repo: "fault-org/ajna-insight",
-};
-/// A second model, for runs with two.
-const ANAHATA: Model = Model {
-    id: "anahata-heart-v1",
-    chakra: "anahata",
-    filename: "anahata-heart-v1.safetensors",
-    repo: "fault-org/anahata-heart",
-};
-const ID: &str = AJNA.id;
-const FILENAME: &str = AJNA.filename;
 const REPO: &str = AJNA.repo;
-const TOKEN: &str = "hf_FaultTestTokenThatMustNeverBePrinted";
+const FILENAME: &str = AJNA.filename;
 /// The size of the files served: big enough for several reads, small enough to be quick.
 const SIZE: usize = 1536 * 1024;
-/// A run that takes longer than this is killed and fails the test.
-const RUN_LIMIT: Duration = Duration::from_secs(45);
 
-/// A failed `sync` of [`AJNA`] (any non-zero exit), for the tests below.
-trait Refused {
-    /// A non-zero exit; stderr names [`AJNA`] and one of `reasons` (any case) on one line.
-    fn assert_refused(&self, reasons: &[&str]);
+/// A site whose files are fetched in parallel ranged chunks of 256 KiB (six for [`SIZE`]) over
+/// `connections` connections.
+fn parallel(connections: i64) -> Site {
+    let site = Site::new();
+    site.set("chunk_size", "256KiB");
+    site.set("connections_per_file", connections);
+    site
 }
 
-impl Refused for Run {
-    fn assert_refused(&self, reasons: &[&str]) {
-        assert!(self.code.is_some(), "sync was killed after {RUN_LIMIT:?}:\n{}", self.out);
-        assert_ne!(self.code, Some(0), "sync succeeded but should have failed:\n{}", self.out);
-        let named = self.stderr.lines().map(str::to_lowercase).any(|line| {
-            line.contains(ID) && reasons.iter().any(|reason| line.contains(&reason.to_lowercase()))
-        });
-        assert!(named, "no line of stderr names {ID} and one of {reasons:?}:\n{}", self.out);
-    }
+/// Publishes `content` as [`AJNA`] on the Hub as a new commit (via the CDN) and points the
+/// index at it.
+fn serve(site: &Site, content: Vec<u8>) -> Blob {
+    let blob = site.serve(AJNA, content);
+    site.write_index(&[(AJNA, &blob)]);
+    blob
 }
 
-/// A temp dir with a config, an index and a token file, next to an [`Origin`].
-struct Case {
-    origin: Origin,
-    dir: tempfile::TempDir,
-    /// The models of the index, the first one the one the `assert_` methods look at.
-    models: RefCell<Vec<Model>>,
-    /// Config lines added to every config this case writes.
-    extra_config: RefCell<String>,
+/// A first version, published by a first successful sync.
+fn published_v1(site: &Site) -> Blob {
+    site.published(AJNA, data(1, SIZE))
 }
 
-impl Case {
-    fn new() -> Self {
-        Self::with(Origin::start(Some(TOKEN)))
-    }
-
-    /// A case whose files are fetched in parallel ranged chunks of 256 KiB (six for [`SIZE`])
-    /// over `connections` connections.
-    fn parallel(connections: usize) -> Self {
-        let case = Self::new();
-        *case.extra_config.borrow_mut() =
-            format!("chunk_size = \"256KiB\"\nconnections_per_file = {connections}\n");
-        case
-    }
-
-    /// The Hub over https with its CA in `ca_file`.
-    fn tls() -> Self {
-        Self::with(Origin::start_tls(Some(TOKEN)))
-    }
-
-    fn with(origin: Origin) -> Self {
-        let dir = temp_dir();
-        let token = write(dir.path(), "token", &format!("{TOKEN}\n"));
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod token");
-        if let Some(pem) = origin.ca_pem() {
-            write(dir.path(), "ca.pem", pem);
-        }
-        Case { origin, dir, models: RefCell::new(vec![AJNA]), extra_config: RefCell::default() }
-    }
-
-    /// Publishes `content` on the Hub as a new commit (via the CDN) and points the index at it.
-    fn serve(&self, version: &str, content: Vec<u8>) -> Blob {
-        let blob = self.origin.publish(REPO, FILENAME, content);
-        self.write_index(&[(AJNA, version, &blob)]);
-        blob
-    }
-
-    /// Version 2.0.0, published by a first successful sync.
-    fn published_v1(&self) -> Blob {
-        let v1 = self.serve("2.0.0", data(1, SIZE));
-        self.sync().assert_ok();
-        self.assert_published(&v1);
-        v1
-    }
-
-    /// Version 2.1.0 on the Hub and in the index, not yet synced.
-    fn serve_v2(&self) -> Blob {
-        self.serve("2.1.0", data(2, SIZE))
-    }
-
-    /// Writes an index of `models` (each at a version, with a file) and a config deploying them.
-    fn write_index(&self, models: &[(Model, &str, &Blob)]) {
-        let entries: Vec<_> =
-            models.iter().map(|&(model, version, blob)| (model, Some(version), blob)).collect();
-        let index = index_document(&entries);
-        write(self.dir.path(), "index.json", &serde_json::to_string_pretty(&index).expect("index"));
-
-        let ids: Vec<String> = models.iter().map(|(model, ..)| format!("{:?}", model.id)).collect();
-        let mut config = format!(
-            "index = \"index.json\"\ncache_dir = \"cache\"\nstore_dir = \"store\"\ntoken_file = \"token\"\n\
-             endpoint = \"{}\"\ndeployed_models = [{}]\nconnect_timeout = \"2s\"\nstall_timeout = \"1s\"\n\
-             max_retries = 3\nretry_base_delay = \"10ms\"\nretry_max_time = \"20s\"\n",
-            self.origin.hub_url(),
-            ids.join(", ")
-        );
-        if self.origin.ca_pem().is_some() {
-            config.push_str("ca_file = \"ca.pem\"\n");
-        }
-        config.push_str(&self.extra_config.borrow());
-        write(self.dir.path(), "config.toml", &config);
-        *self.models.borrow_mut() = models.iter().map(|(model, ..)| *model).collect();
-    }
-
-    /// Runs `models-fetch sync`; checks that no secret leaked, in the output or to a CDN.
-    fn sync(&self) -> Run {
-        self.sync_killed_when(&|| false)
-    }
-
-    /// [`Case::sync`], killing the process (SIGKILL) as soon as `kill` says so.
-    fn sync_killed_when(&self, kill: &dyn Fn() -> bool) -> Run {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
-        command.arg("sync").arg("--config").arg(self.dir.path().join("config.toml"));
-        command.current_dir(self.dir.path()).stdin(Stdio::null());
-        crate::harness::clean_env(&mut command);
-        let run = run_with_limit(command, RUN_LIMIT, kill);
-        assert!(!run.out.contains(TOKEN), "the token was printed:\n{}", run.out);
-        assert!(!run.out.contains(SIGNATURE_MARKER), "a presigned query was printed:\n{}", run.out);
-        for request in self.origin.requests() {
-            if request.host != Host::Hub {
-                assert_eq!(request.header("authorization"), None, "a CDN got the token: {request:?}");
-            }
-        }
-        run
-    }
-
-    /// The first model of the index.
-    fn model(&self) -> Model {
-        self.models.borrow()[0]
-    }
-
-    fn repo_dir(&self) -> PathBuf {
-        self.repo_dir_of(self.model())
-    }
-
-    fn repo_dir_of(&self, model: Model) -> PathBuf {
-        self.dir.path().join("cache").join(format!("models--{}", model.repo.replace('/', "--")))
-    }
-
-    /// Where the partial download of `blob` is kept.
-    fn partial(&self, blob: &Blob) -> PathBuf {
-        self.repo_dir().join("blobs").join(format!("{}.models-fetch.incomplete", blob.sha256))
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    /// `blob` is the verified, published version of the first model: cache blob, relative
-    /// snapshot link, ref, store link, chakra link; no partial download left.
-    fn assert_published(&self, blob: &Blob) {
-        self.assert_published_as(self.model(), blob);
-    }
-
-    fn assert_published_as(&self, model: Model, blob: &Blob) {
-        let repo = self.repo_dir_of(model);
-        let blob_path = repo.join("blobs").join(&blob.sha256);
-        let bytes = std::fs::read(&blob_path).unwrap_or_else(|e| panic!("{}: {e}", blob_path.display()));
-        assert_eq!(sha256_hex(&bytes), blob.sha256, "{} has other content", blob_path.display());
-        let real_blob = canonical(&blob_path);
-
-        let snapshot = repo.join("snapshots").join(&blob.commit).join(model.filename);
-        let target = std::fs::read_link(&snapshot).unwrap_or_else(|e| panic!("{}: {e}", snapshot.display()));
-        assert!(target.is_relative(), "{} -> {} is absolute", snapshot.display(), target.display());
-        assert_eq!(canonical(&snapshot), real_blob, "{} is not the blob", snapshot.display());
-        let reference = std::fs::read_to_string(repo.join("refs/main")).expect("refs/main");
-        assert_eq!(reference, blob.commit, "refs/main");
-
-        let stored = self.store().join(model.id).join(model.filename);
-        assert_eq!(canonical(&stored), real_blob, "{} is not the blob", stored.display());
-        let by_chakra = self.store().join("by-chakra").join(model.chakra).join(model.id);
-        let by_chakra =
-            if canonical(&by_chakra).is_dir() { by_chakra.join(model.filename) } else { by_chakra };
-        assert_eq!(canonical(&by_chakra), real_blob, "{} is not the blob", by_chakra.display());
-
-        let leftovers: Vec<String> = std::fs::read_dir(repo.join("blobs"))
-            .expect("blobs dir")
-            .map(|e| e.expect("blobs entry").file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".incomplete"))
-            .collect();
-        assert!(leftovers.is_empty(), "partial downloads left behind: {leftovers:?}");
-    }
-
-    /// Nothing of `blob` at a published name.
-    fn assert_not_published(&self, blob: &Blob) {
-        let repo = self.repo_dir_of(self.model());
-        for path in [repo.join("blobs").join(&blob.sha256), repo.join("snapshots").join(&blob.commit)] {
-            assert!(std::fs::symlink_metadata(&path).is_err(), "{} exists", path.display());
-        }
-    }
+/// A second version on the Hub and in the index, not yet synced.
+fn serve_v2(site: &Site) -> Blob {
+    serve(site, data(2, SIZE))
 }
 
 /// The request that got `fault`, and the one after it (on any server).
@@ -244,194 +61,197 @@ fn resumed_from(origin: &Origin) -> Vec<u64> {
 
 #[test]
 fn resume_continues_after_connection_reset() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(600 * 1024)));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let starts = resumed_from(&case.origin);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(600 * 1024)));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let starts = resumed_from(site.origin());
     assert!(starts.iter().any(|&s| s > 0 && s <= 600 * 1024), "no resume from the partial file: {starts:?}");
 }
 
 #[test]
 fn stalled_transfer_is_abandoned_and_resumed() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::StallAfter(400 * 1024, Duration::from_secs(30))));
-    let run = case.sync();
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::StallAfter(400 * 1024, Duration::from_secs(30))));
+    let run = site.sync();
     run.assert_ok();
-    case.assert_published(&blob);
+    site.assert_published(AJNA, &blob);
     assert!(run.elapsed < Duration::from_secs(15), "a 1s stall timeout took {:?}", run.elapsed);
-    let starts = resumed_from(&case.origin);
+    let starts = resumed_from(site.origin());
     assert!(starts.iter().any(|&s| s > 0 && s <= 400 * 1024), "no resume after the stall: {starts:?}");
 }
 
 #[test]
 fn slow_drip_below_the_stall_timeout_is_not_a_stall() {
-    let case = Case::new();
+    let site = Site::new();
     // 8 chunks 600 ms apart: 4.8 s in all, but never 1 s without a byte.
-    let blob = case.serve("2.0.0", data(1, 64 * 1024));
+    let blob = serve(&site, data(1, 64 * 1024));
     let every = Duration::from_millis(600);
-    case.origin.add(Rule::once(Route::Cdn, Fault::Drip { chunk: 8 * 1024, every }));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert_eq!(case.origin.requests_to(Route::Cdn).len(), 1, "the slow transfer was abandoned");
+    site.origin().add(Rule::once(Route::Cdn, Fault::Drip { chunk: 8 * 1024, every }));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert_eq!(site.origin().requests_to(Route::Cdn).len(), 1, "the slow transfer was abandoned");
 }
 
 #[test]
 fn truncated_body_is_resumed() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::Truncate(500 * 1024)));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let starts = resumed_from(&case.origin);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::Truncate(500 * 1024)));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let starts = resumed_from(site.origin());
     assert!(starts.iter().any(|&s| s > 0 && s <= 500 * 1024), "no resume after truncation: {starts:?}");
 }
 
 #[test]
 fn partial_download_survives_a_failed_run_and_is_resumed() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
     // Every answer breaks after 200 KiB: 4 tries get 800 KiB of the 1.5 MiB, then the run fails.
-    case.origin.add(Rule::always(Route::Cdn, Fault::ResetAfter(200 * 1024)));
-    case.sync().assert_refused(&["connection", "reset", "broke"]);
-    let kept = std::fs::metadata(case.partial(&blob)).map_or(0, |m| m.len());
-    let ranges: Vec<_> = case.origin.requests_to(Route::Cdn).iter().map(Request::range).collect();
+    site.origin().add(Rule::always(Route::Cdn, Fault::ResetAfter(200 * 1024)));
+    site.sync().assert_refused(AJNA.id, &["connection", "reset", "broke"]);
+    let kept = std::fs::metadata(site.paths(AJNA, &blob).partial()).map_or(0, |m| m.len());
+    let ranges: Vec<_> = site.origin().requests_to(Route::Cdn).iter().map(Request::range).collect();
     assert!(
         kept >= 600 * 1024,
         "{kept} bytes kept in the partial file after 4 answers of 200 KiB each; their ranges: {ranges:?}"
     );
-    case.assert_not_published(&blob);
+    site.assert_not_published(AJNA, &blob);
 
-    case.origin.heal();
-    let before = case.origin.requests_to(Route::Cdn).len();
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let next = &case.origin.requests_to(Route::Cdn)[before];
+    site.origin().heal();
+    let before = site.origin().requests_to(Route::Cdn).len();
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let next = &site.origin().requests_to(Route::Cdn)[before];
     assert_eq!(next.range(), Some((kept, None)), "the second run did not resume from the partial file");
 }
 
 #[test]
 fn killed_sync_resumes_from_its_partial_file() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::StallAfter(700 * 1024, Duration::from_secs(30))));
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::StallAfter(700 * 1024, Duration::from_secs(30))));
     // SIGKILL while the transfer stalls, before the 1 s stall timeout.
     let stalled_long_enough = || {
-        let cdn = case.origin.requests_to(Route::Cdn);
+        let cdn = site.origin().requests_to(Route::Cdn);
         cdn.first().is_some_and(|r| r.at.elapsed() > Duration::from_millis(600))
     };
-    case.sync_killed_when(&stalled_long_enough);
-    case.assert_not_published(&blob);
+    site.sync_killed_when(&stalled_long_enough);
+    site.assert_not_published(AJNA, &blob);
 
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let cdn = case.origin.requests_to(Route::Cdn);
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let cdn = site.origin().requests_to(Route::Cdn);
     let start = cdn.get(1).and_then(Request::range).map(|(start, _)| start);
     assert!(start.is_some_and(|s| s > 0 && s <= 700 * 1024), "the run after the kill resumed from {start:?}");
 }
 
 #[test]
 fn complete_partial_file_is_verified_without_downloading() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
     // As after a crash between the last byte and the rename.
-    std::fs::create_dir_all(case.repo_dir().join("blobs")).expect("blobs dir");
-    std::fs::write(case.partial(&blob), &*blob.content).expect("partial file");
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert!(case.origin.requests_to(Route::Cdn).is_empty(), "downloaded a file already complete");
+    let partial = site.paths(AJNA, &blob).partial();
+    std::fs::create_dir_all(partial.parent().expect("blobs dir")).expect("blobs dir");
+    std::fs::write(partial, &*blob.content).expect("partial file");
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert!(site.origin().requests_to(Route::Cdn).is_empty(), "downloaded a file already complete");
 }
 
 #[test]
 fn corrupt_partial_file_is_discarded_and_fetched_again() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    std::fs::create_dir_all(case.repo_dir().join("blobs")).expect("blobs dir");
-    std::fs::write(case.partial(&blob), data(99, 300 * 1024)).expect("partial file");
-    case.sync().assert_ok();
-    case.assert_published(&blob);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    let partial = site.paths(AJNA, &blob).partial();
+    std::fs::create_dir_all(partial.parent().expect("blobs dir")).expect("blobs dir");
+    std::fs::write(partial, data(99, 300 * 1024)).expect("partial file");
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
 }
 
 #[test]
 fn bytes_corrupted_before_a_reset_are_fetched_again_from_zero() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
     // The first answer has a wrong byte in what arrives before the reset; the resume is clean,
     // so only the hash of the whole file can tell.
-    case.origin.add(Rule::once(Route::Cdn, Fault::FlipByte(1000).and(Fault::ResetAfter(500 * 1024))));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let cdn = case.origin.requests_to(Route::Cdn);
+    site.origin().add(Rule::once(Route::Cdn, Fault::FlipByte(1000).and(Fault::ResetAfter(500 * 1024))));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let cdn = site.origin().requests_to(Route::Cdn);
     assert!(cdn.iter().skip(1).any(|r| r.range().is_some()), "never resumed: {cdn:#?}");
     assert!(cdn.iter().skip(1).any(|r| r.range().is_none()), "never started over: {cdn:#?}");
 }
 
 #[test]
 fn silent_hub_is_abandoned_after_the_stall_timeout() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::HubHead, Fault::Silent(Duration::from_secs(20))));
-    let run = case.sync();
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::HubHead, Fault::Silent(Duration::from_secs(20))));
+    let run = site.sync();
     run.assert_ok();
-    case.assert_published(&blob);
+    site.assert_published(AJNA, &blob);
     assert!(run.elapsed < Duration::from_secs(8), "waited {:?} for a silent server", run.elapsed);
 }
 
 #[test]
 fn resume_restarts_when_server_ignores_range() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(500 * 1024)));
-    case.origin.add(Rule::once(Route::Cdn, Fault::IgnoreRange).ranged_only());
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let ignored = case.origin.requests_to(Route::Cdn).iter().any(|r| r.fault == Some(Fault::IgnoreRange));
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(500 * 1024)));
+    site.origin().add(Rule::once(Route::Cdn, Fault::IgnoreRange).ranged_only());
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let ignored = site.origin().requests_to(Route::Cdn).iter().any(|r| r.fault == Some(Fault::IgnoreRange));
     assert!(ignored, "the engine never resumed, so the ignored range was not exercised");
 }
 
 #[test]
 fn wrong_content_range_is_never_appended() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(500 * 1024)));
-    case.origin.add(Rule::once(Route::Cdn, Fault::WrongContentRange).ranged_only());
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let wrong = case.origin.requests_to(Route::Cdn).iter().any(|r| r.fault == Some(Fault::WrongContentRange));
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(500 * 1024)));
+    site.origin().add(Rule::once(Route::Cdn, Fault::WrongContentRange).ranged_only());
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let wrong =
+        site.origin().requests_to(Route::Cdn).iter().any(|r| r.fault == Some(Fault::WrongContentRange));
     assert!(wrong, "the engine never resumed, so the wrong Content-Range was not exercised");
 }
 
 #[test]
 fn first_cdn_requests_failing_with_5xx_are_retried() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::times(Route::Cdn, 2, Fault::status(500, &[])));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert!(case.origin.requests_to(Route::Cdn).len() >= 3);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::times(Route::Cdn, 2, Fault::status(500, &[])));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert!(site.origin().requests_to(Route::Cdn).len() >= 3);
 }
 
 #[test]
 fn connection_reset_before_any_answer_is_retried() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::times(Route::HubHead, 2, Fault::Hangup));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert!(case.origin.requests_to(Route::HubHead).len() >= 3);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::times(Route::HubHead, 2, Fault::Hangup));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert!(site.origin().requests_to(Route::HubHead).len() >= 3);
 }
 
 /// Serves the file with `fault` once on `route`, and checks that the retry came no sooner
 /// than `at_least` after the refused request, and that the file was published.
 fn assert_waits_after(route: Route, fault: Fault, at_least: Duration) {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(route, fault.clone()));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let requests = case.origin.requests();
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(route, fault.clone()));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let requests = site.origin().requests();
     let (refused, next) = around(&requests, &fault);
     let waited = next.at - refused.at;
     assert!(waited >= at_least, "{fault:?} was not honoured: retried after {waited:?}");
@@ -475,47 +295,48 @@ fn hub_rate_limit_header_sets_the_wait() {
 
 #[test]
 fn expired_presigned_url_is_resolved_again() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::once(Route::Cdn, Fault::Expired));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert!(case.origin.requests_to(Route::HubHead).len() >= 2, "the URL was not resolved again");
-    let cdn = case.origin.requests_to(Route::Cdn);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::once(Route::Cdn, Fault::Expired));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert!(site.origin().requests_to(Route::HubHead).len() >= 2, "the URL was not resolved again");
+    let cdn = site.origin().requests_to(Route::Cdn);
     assert!(cdn.len() >= 2 && cdn[0].target != cdn[1].target, "the expired URL was reused: {cdn:#?}");
 }
 
 #[test]
 fn cdn_redirect_to_another_origin_is_followed_without_the_token() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::always(Route::Cdn, Fault::RedirectTo(Host::Cdn2)));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::always(Route::Cdn, Fault::RedirectTo(Host::Cdn2)));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
     // `sync` checks that no CDN request carried the token.
-    assert!(!case.origin.requests_to(Route::Cdn2).is_empty(), "the second CDN was never asked");
+    assert!(!site.origin().requests_to(Route::Cdn2).is_empty(), "the second CDN was never asked");
 }
 
 #[test]
 fn cdn_on_the_hubs_host_but_another_port_gets_no_token() {
-    let case = Case::new();
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.resolve_to(Host::Cdn2);
-    case.sync().assert_ok();
-    case.assert_published(&blob);
+    let site = Site::new();
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().resolve_to(Host::Cdn2);
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
     // `sync` checks that no CDN request carried the token.
-    assert!(!case.origin.requests_to(Route::Cdn2).is_empty(), "the CDN on the Hub's host was never asked");
+    assert!(!site.origin().requests_to(Route::Cdn2).is_empty(), "the CDN on the Hub's host was never asked");
 }
 
 #[test]
 fn relative_hub_redirect_keeps_the_token() {
-    let case = Case::new();
-    let blob = case.origin.publish(REPO, FILENAME, data(1, SIZE));
-    case.origin.rename("fault-org/old-name", REPO);
-    case.write_index(&[(Model { repo: "fault-org/old-name", ..AJNA }, "2.0.0", &blob)]);
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let heads = case.origin.requests_to(Route::HubHead);
+    let site = Site::new();
+    let blob = site.origin().publish(REPO, FILENAME, data(1, SIZE));
+    site.origin().rename("test-org/old-name", REPO);
+    let renamed = Model { repo: "test-org/old-name", ..AJNA };
+    site.write_index(&[(renamed, &blob)]);
+    site.sync().assert_ok();
+    site.assert_published(renamed, &blob);
+    let heads = site.origin().requests_to(Route::HubHead);
     let renamed =
         heads.iter().find(|r| r.path().starts_with(&format!("/{REPO}/"))).expect("followed the 307");
     assert_eq!(renamed.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
@@ -523,23 +344,23 @@ fn relative_hub_redirect_keeps_the_token() {
 
 #[test]
 fn file_kept_in_git_is_fetched_from_the_hub_itself() {
-    let case = Case::new();
-    let blob = case.origin.publish_in_git(REPO, FILENAME, data(1, 40 * 1024));
-    case.write_index(&[(AJNA, "2.0.0", &blob)]);
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert!(case.origin.requests_to(Route::Cdn).is_empty());
+    let site = Site::new();
+    let blob = site.origin().publish_in_git(REPO, FILENAME, data(1, 40 * 1024));
+    site.write_index(&[(AJNA, &blob)]);
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert!(site.origin().requests_to(Route::Cdn).is_empty());
 }
 
 #[test]
 fn file_kept_in_git_resumes_from_the_hub_with_the_token() {
-    let case = Case::new();
-    let blob = case.origin.publish_in_git(REPO, FILENAME, data(1, 800 * 1024));
-    case.write_index(&[(AJNA, "2.0.0", &blob)]);
-    case.origin.add(Rule::once(Route::HubGet, Fault::ResetAfter(600 * 1024)));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let gets = case.origin.requests_to(Route::HubGet);
+    let site = Site::new();
+    let blob = site.origin().publish_in_git(REPO, FILENAME, data(1, 800 * 1024));
+    site.write_index(&[(AJNA, &blob)]);
+    site.origin().add(Rule::once(Route::HubGet, Fault::ResetAfter(600 * 1024)));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let gets = site.origin().requests_to(Route::HubGet);
     let resumed = gets.iter().find(|r| r.range().is_some_and(|(start, _)| start > 0)).expect("a resume");
     assert_eq!(resumed.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
 }
@@ -549,184 +370,187 @@ fn file_kept_in_git_resumes_from_the_hub_with_the_token() {
 
 #[test]
 fn one_failing_model_does_not_stop_the_others() {
-    let case = Case::new();
-    let good = case.origin.publish(ANAHATA.repo, ANAHATA.filename, data(3, SIZE));
-    let bad = case.origin.publish(AJNA.repo, AJNA.filename, data(4, SIZE));
-    case.write_index(&[(AJNA, "2.0.0", &bad), (ANAHATA, "1.0.0", &good)]);
-    case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(7)).for_target(&bad.sha256));
-    case.sync().assert_refused(&["sha256", "checksum"]);
-    case.assert_not_published(&bad);
-    case.assert_published_as(ANAHATA, &good);
+    let site = Site::new();
+    let good = site.origin().publish(ANAHATA.repo, ANAHATA.filename, data(3, SIZE));
+    let bad = site.origin().publish(AJNA.repo, AJNA.filename, data(4, SIZE));
+    site.write_index(&[(AJNA, &bad), (ANAHATA, &good)]);
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(7)).for_target(&bad.sha256));
+    site.sync().assert_refused(AJNA.id, &["sha256", "checksum"]);
+    site.assert_not_published(AJNA, &bad);
+    site.assert_published(ANAHATA, &good);
 }
 
 #[test]
 fn flipped_byte_fails_the_checksum_and_keeps_the_previous_version() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(SIZE / 3)));
-    case.sync().assert_refused(&["sha256", "checksum", "hash", "digest"]);
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(SIZE / 3)));
+    site.sync().assert_refused(AJNA.id, &["sha256", "checksum", "hash", "digest"]);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn body_longer_than_the_index_size_is_refused() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::Cdn, Fault::Longer(4096)));
-    case.sync().assert_refused(&["size", "long", "bytes"]);
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::Cdn, Fault::Longer(4096)));
+    site.sync().assert_refused(AJNA.id, &["size", "long", "bytes"]);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn body_shorter_than_the_index_size_is_refused() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::Cdn, Fault::Shorter(4096)));
-    case.sync().assert_refused(&["size", "short", "bytes"]);
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::Cdn, Fault::Shorter(4096)));
+    site.sync().assert_refused(AJNA.id, &["size", "short", "bytes"]);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn hub_size_disagreeing_with_the_index_fails_before_downloading() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
     let hub_size = (SIZE + 1).to_string();
-    case.origin.add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Size", &hub_size)])));
-    let cdn_before = case.origin.requests_to(Route::Cdn).len();
-    let run = case.sync();
-    run.assert_refused(&["size"]);
+    site.origin().add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Size", &hub_size)])));
+    let cdn_before = site.origin().requests_to(Route::Cdn).len();
+    let run = site.sync();
+    run.assert_refused(AJNA.id, &["size"]);
     for value in [SIZE.to_string(), hub_size] {
         assert!(run.out.contains(&value), "the output does not show {value}:\n{}", run.out);
     }
-    assert_eq!(case.origin.requests_to(Route::Cdn).len(), cdn_before, "downloaded anyway");
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    assert_eq!(site.origin().requests_to(Route::Cdn).len(), cdn_before, "downloaded anyway");
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn hub_sha256_disagreeing_with_the_index_fails_before_downloading() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
     let hub_sha256 = sha256_hex(b"another file");
     let etag = format!("\"{hub_sha256}\"");
-    case.origin.add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Etag", &etag)])));
-    let cdn_before = case.origin.requests_to(Route::Cdn).len();
-    let run = case.sync();
-    run.assert_refused(&["sha256", "etag", "checksum", "hash"]);
+    site.origin().add(Rule::always(Route::HubHead, Fault::headers(&[("X-Linked-Etag", &etag)])));
+    let cdn_before = site.origin().requests_to(Route::Cdn).len();
+    let run = site.sync();
+    run.assert_refused(AJNA.id, &["sha256", "etag", "checksum", "hash"]);
     for value in [&v2.sha256, &hub_sha256] {
         assert!(run.out.contains(value.as_str()), "the output does not show {value}:\n{}", run.out);
     }
-    assert_eq!(case.origin.requests_to(Route::Cdn).len(), cdn_before, "downloaded anyway");
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    assert_eq!(site.origin().requests_to(Route::Cdn).len(), cdn_before, "downloaded anyway");
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn redirect_loop_ends_in_an_error() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::Cdn, Fault::RedirectToSelf));
-    case.sync().assert_refused(&["redirect"]);
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
-    let loops = case.origin.requests_to(Route::Cdn).len();
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::Cdn, Fault::RedirectToSelf));
+    site.sync().assert_refused(AJNA.id, &["redirect"]);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
+    let loops = site.origin().requests_to(Route::Cdn).len();
     assert!(loops <= 100, "{loops} requests to the looping CDN");
 }
 
 #[test]
 fn https_to_http_redirect_is_refused() {
-    let case = Case::tls();
+    let site = Site::with(Origin::start_tls(Some(TOKEN)));
     // Version 1 comes from the https Hub itself, which also proves `ca_file` works.
-    let v1 = case.origin.publish_in_git(REPO, FILENAME, data(1, 64 * 1024));
-    case.write_index(&[(AJNA, "2.0.0", &v1)]);
-    case.sync().assert_ok();
-    case.assert_published(&v1);
+    let v1 = site.origin().publish_in_git(REPO, FILENAME, data(1, 64 * 1024));
+    site.write_index(&[(AJNA, &v1)]);
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &v1);
     // Version 2 is redirected to the plain-http CDN.
-    let v2 = case.serve_v2();
-    let run = case.sync();
-    run.assert_refused(&["downgrade", "insecure", "https -> http", "https to http", "plain http", "refus"]);
-    assert!(case.origin.requests_to(Route::Cdn).is_empty(), "the http CDN was asked");
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    let v2 = serve_v2(&site);
+    let run = site.sync();
+    run.assert_refused(
+        AJNA.id,
+        &["downgrade", "insecure", "https -> http", "https to http", "plain http", "refus"],
+    );
+    assert!(site.origin().requests_to(Route::Cdn).is_empty(), "the http CDN was asked");
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn cdn_403_after_resolving_again_is_permanent() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    let heads_before = case.origin.requests_to(Route::HubHead).len();
-    case.origin.add(Rule::always(Route::Cdn, Fault::Expired));
-    case.sync().assert_refused(&["403", "forbidden", "denied", "expired"]);
-    let heads = case.origin.requests_to(Route::HubHead).len() - heads_before;
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    let heads_before = site.origin().requests_to(Route::HubHead).len();
+    site.origin().add(Rule::always(Route::Cdn, Fault::Expired));
+    site.sync().assert_refused(AJNA.id, &["403", "forbidden", "denied", "expired"]);
+    let heads = site.origin().requests_to(Route::HubHead).len() - heads_before;
     assert!((2..=5).contains(&heads), "{heads} resolves: expected one more after the 403, then a stop");
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn missing_file_404_is_permanent_and_not_retried() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    let heads_before = case.origin.requests_to(Route::HubHead).len();
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    let heads_before = site.origin().requests_to(Route::HubHead).len();
     let fault =
         Fault::status(404, &[("X-Error-Code", "EntryNotFound"), ("X-Error-Message", "Entry not found")]);
-    case.origin.add(Rule::always(Route::HubHead, fault));
-    case.sync().assert_refused(&["404", "not found", "EntryNotFound"]);
-    assert_eq!(case.origin.requests_to(Route::HubHead).len() - heads_before, 1, "a 404 was retried");
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    site.origin().add(Rule::always(Route::HubHead, fault));
+    site.sync().assert_refused(AJNA.id, &["404", "not found", "EntryNotFound"]);
+    assert_eq!(site.origin().requests_to(Route::HubHead).len() - heads_before, 1, "a 404 was retried");
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn unauthorized_401_is_permanent_and_not_retried() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    let heads_before = case.origin.requests_to(Route::HubHead).len();
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    let heads_before = site.origin().requests_to(Route::HubHead).len();
     let fault = Fault::status(401, &[("X-Error-Message", "Invalid credentials in Authorization header")]);
-    case.origin.add(Rule::always(Route::HubHead, fault));
-    case.sync().assert_refused(&["401", "unauthorized", "credentials", "token"]);
-    assert_eq!(case.origin.requests_to(Route::HubHead).len() - heads_before, 1, "a 401 was retried");
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    site.origin().add(Rule::always(Route::HubHead, fault));
+    site.sync().assert_refused(AJNA.id, &["401", "unauthorized", "credentials", "token"]);
+    assert_eq!(site.origin().requests_to(Route::HubHead).len() - heads_before, 1, "a 401 was retried");
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn retry_after_beyond_the_retry_budget_fails_at_once() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::HubHead, Fault::status(429, &[("Retry-After", "3600")])));
-    let run = case.sync();
-    run.assert_refused(&["429", "too many requests"]);
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::HubHead, Fault::status(429, &[("Retry-After", "3600")])));
+    let run = site.sync();
+    run.assert_refused(AJNA.id, &["429", "too many requests"]);
     assert!(run.elapsed < Duration::from_secs(10), "waited {:?} for an hour-long Retry-After", run.elapsed);
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 #[test]
 fn endless_5xx_fails_within_the_retry_budget_without_leaking_secrets() {
-    let case = Case::new();
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::Cdn, Fault::status(503, &[])));
-    let run = case.sync();
+    let site = Site::new();
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::Cdn, Fault::status(503, &[])));
+    let run = site.sync();
     // `sync` checks the output for the token and the presigned query.
-    run.assert_refused(&["503", "unavailable", "server error"]);
+    run.assert_refused(AJNA.id, &["503", "unavailable", "server error"]);
     assert!(run.elapsed < Duration::from_secs(20), "retrying took {:?}", run.elapsed);
-    case.assert_not_published(&v2);
-    case.assert_published(&v1);
+    site.assert_not_published(AJNA, &v2);
+    site.assert_published(AJNA, &v1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -861,11 +685,9 @@ fn origin_tls_hub_is_trusted_through_its_ca() {
 
 /// The 256 KiB chunks of the parallel download of `blob` that the sidecar records as wholly on
 /// disk (it records byte ranges, `"written": [[start, end], ...]`).
-fn chunks_done(case: &Case, blob: &Blob) -> Vec<u64> {
+fn chunks_done(site: &Site, blob: &Blob) -> Vec<u64> {
     let chunk = 256 * 1024;
-    let mut sidecar = case.partial(blob).into_os_string();
-    sidecar.push(".chunks");
-    let ranges: Vec<(u64, u64)> = std::fs::read(sidecar)
+    let ranges: Vec<(u64, u64)> = std::fs::read(site.paths(AJNA, blob).sidecar())
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|v| serde_json::from_value(v["written"].clone()).ok())
@@ -875,12 +697,12 @@ fn chunks_done(case: &Case, blob: &Blob) -> Vec<u64> {
 
 #[test]
 fn large_file_is_fetched_in_parallel_chunks_of_exact_ranges() {
-    let case = Case::parallel(3);
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
+    let site = parallel(3);
+    let blob = serve(&site, data(1, SIZE));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
     let mut ranges: Vec<(u64, Option<u64>)> =
-        case.origin.requests_to(Route::Cdn).iter().filter_map(Request::range).collect();
+        site.origin().requests_to(Route::Cdn).iter().filter_map(Request::range).collect();
     ranges.sort_unstable();
     let chunk = 256 * 1024;
     let expected: Vec<(u64, Option<u64>)> =
@@ -892,13 +714,13 @@ fn large_file_is_fetched_in_parallel_chunks_of_exact_ranges() {
 fn slow_origin_gets_more_connections_at_once() {
     // 32 KiB per 20 ms per connection: one connection needs ~160 ms per 256 KiB chunk, so a
     // download over one connection starts its requests ~160 ms apart.
-    let case = Case::parallel(4);
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin
+    let site = parallel(4);
+    let blob = serve(&site, data(1, SIZE));
+    site.origin()
         .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 32 * 1024, every: Duration::from_millis(20) }));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let starts: Vec<Instant> = case.origin.requests_to(Route::Cdn).iter().map(|r| r.at).collect();
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let starts: Vec<Instant> = site.origin().requests_to(Route::Cdn).iter().map(|r| r.at).collect();
     let closest = starts.windows(2).map(|w| w[1] - w[0]).min().expect("several requests");
     assert!(
         closest < Duration::from_millis(60),
@@ -908,57 +730,57 @@ fn slow_origin_gets_more_connections_at_once() {
 
 #[test]
 fn parallel_chunk_broken_mid_way_is_fetched_again_and_the_file_verified() {
-    let case = Case::parallel(3);
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::times(Route::Cdn, 2, Fault::ResetAfter(100 * 1024)).ranged_only());
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    assert!(case.origin.requests_to(Route::Cdn).len() >= 8, "the broken chunks were not asked for again");
+    let site = parallel(3);
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::times(Route::Cdn, 2, Fault::ResetAfter(100 * 1024)).ranged_only());
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    assert!(site.origin().requests_to(Route::Cdn).len() >= 8, "the broken chunks were not asked for again");
 }
 
 #[test]
 fn parallel_download_falls_back_to_one_stream_when_ranges_are_ignored() {
-    let case = Case::parallel(3);
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin.add(Rule::always(Route::Cdn, Fault::IgnoreRange));
-    case.sync().assert_ok();
-    case.assert_published(&blob);
-    let cdn = case.origin.requests_to(Route::Cdn);
+    let site = parallel(3);
+    let blob = serve(&site, data(1, SIZE));
+    site.origin().add(Rule::always(Route::Cdn, Fault::IgnoreRange));
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
+    let cdn = site.origin().requests_to(Route::Cdn);
     assert!(cdn.iter().any(|r| r.range().is_none()), "never fell back to a plain GET: {cdn:#?}");
 }
 
 #[test]
 fn parallel_download_with_a_flipped_byte_keeps_the_previous_version() {
-    let case = Case::parallel(3);
-    let v1 = case.published_v1();
-    let v2 = case.serve_v2();
-    case.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&v2.sha256));
-    case.sync().assert_refused(&["checksum", "sha256"]);
-    case.assert_not_published(&v2);
-    assert!(chunks_done(&case, &v2).is_empty(), "a sidecar of wrong bytes was kept");
-    assert!(!case.partial(&v2).exists(), "a partial file of wrong bytes was kept");
+    let site = parallel(3);
+    let v1 = published_v1(&site);
+    let v2 = serve_v2(&site);
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&v2.sha256));
+    site.sync().assert_refused(AJNA.id, &["checksum", "sha256"]);
+    site.assert_not_published(AJNA, &v2);
+    assert!(chunks_done(&site, &v2).is_empty(), "a sidecar of wrong bytes was kept");
+    assert!(!site.paths(AJNA, &v2).partial().exists(), "a partial file of wrong bytes was kept");
     // The stored name still resolves to the verified first version.
-    let stored = case.store().join(ID).join(FILENAME);
+    let stored = site.stored(AJNA);
     assert_eq!(sha256_hex(&std::fs::read(stored).expect("stored file")), v1.sha256);
 }
 
 #[test]
 fn killed_parallel_download_resumes_without_fetching_finished_chunks_again() {
-    let case = Case::parallel(2);
-    let blob = case.serve("2.0.0", data(1, SIZE));
-    case.origin
+    let site = parallel(2);
+    let blob = serve(&site, data(1, SIZE));
+    site.origin()
         .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 32 * 1024, every: Duration::from_millis(20) }));
-    let two_chunks_done = || chunks_done(&case, &blob).len() >= 2;
-    let run = case.sync_killed_when(&two_chunks_done);
-    let done = chunks_done(&case, &blob);
+    let two_chunks_done = || chunks_done(&site, &blob).len() >= 2;
+    let run = site.sync_killed_when(&two_chunks_done);
+    let done = chunks_done(&site, &blob);
     assert!(done.len() >= 2 && done.len() < 6, "chunks recorded at the kill: {done:?}\n{}", run.out);
-    let before = case.origin.requests_to(Route::Cdn).len();
+    let before = site.origin().requests_to(Route::Cdn).len();
 
-    case.origin.heal();
-    case.sync().assert_ok();
-    case.assert_published(&blob);
+    site.origin().heal();
+    site.sync().assert_ok();
+    site.assert_published(AJNA, &blob);
     let chunk = 256 * 1024;
-    let again: Vec<u64> = case.origin.requests_to(Route::Cdn)[before..]
+    let again: Vec<u64> = site.origin().requests_to(Route::Cdn)[before..]
         .iter()
         .filter_map(|r| r.range().map(|(start, _)| start / chunk))
         .collect();

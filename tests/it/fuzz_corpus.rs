@@ -35,14 +35,14 @@ fn replay(dir: &Path) -> (usize, Vec<String>) {
 
 #[test]
 fn fuzz_corpus_holds_every_property() {
-    let (ran, failed) = replay(&crate::util::root().join("fuzz/corpus"));
+    let (ran, failed) = replay(&crate::fixture::root().join("fuzz/corpus"));
     assert!(ran >= 5 * 5, "only {ran} corpus inputs found under fuzz/corpus");
     assert!(failed.is_empty(), "{} corpus inputs break a property:\n{}", failed.len(), failed.join("\n"));
 }
 
 #[test]
 fn fuzz_regressions_hold_every_property() {
-    let (ran, failed) = replay(&crate::util::root().join("fuzz/regressions"));
+    let (ran, failed) = replay(&crate::fixture::root().join("fuzz/regressions"));
     assert!(ran > 0, "no regression input");
     assert!(
         failed.is_empty(),

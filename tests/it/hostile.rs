@@ -4,7 +4,6 @@
 //! outside the cache and the store, no published name holds wrong bytes, memory stays bounded,
 //! and each refusal is a clear error with the documented exit status.
 
-use std::io::Read;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{AJNA, Model, Site, TOKEN, canonical, data, run_with_limit, walk};
-use crate::origin::{Fault, Origin, Route, Rule};
+use crate::fixture::{
+    AJNA, Model, Pipes, Site, TOKEN, canonical, data, models_fetch_command, plan::plan, run_with_limit,
+    signal, walk, wrapped,
+};
+use crate::origin::{Blob, Fault, Origin, Route, Rule};
 
 /// Names in the site dir that are not the cache or the store.
 fn outside(site: &Site, expected: &[&str]) -> Vec<String> {
-    std::fs::read_dir(site.dir.path())
+    std::fs::read_dir(site.dir())
         .expect("site dir")
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -192,8 +194,8 @@ fn hostile_names_in_the_index_are_refused_before_anything_is_written() {
         let problems: Vec<String> = [
             (run.code != Some(bad.code)).then(|| format!("exit {:?}, expected {}", run.code, bad.code)),
             (!run.stderr.contains(bad.names)).then(|| format!("the error does not name {}", bad.names)),
-            site.cache.exists().then(|| "the cache was created".to_owned()),
-            site.store.exists().then(|| "the store was created".to_owned()),
+            site.cache().exists().then(|| "the cache was created".to_owned()),
+            site.store().exists().then(|| "the store was created".to_owned()),
             Path::new("/tmp/models-fetch-escape-abs")
                 .exists()
                 .then(|| "wrote /tmp/models-fetch-escape-abs".into()),
@@ -206,7 +208,7 @@ fn hostile_names_in_the_index_are_refused_before_anything_is_written() {
             failed.push(format!("{}: {}\n{}", bad.what, problems.join("; "), run.out));
         }
     }
-    assert!(site.origin.requests().is_empty(), "the origin was asked: {:#?}", site.origin.requests());
+    assert!(site.origin().requests().is_empty(), "the origin was asked: {:#?}", site.origin().requests());
     assert!(
         failed.is_empty(),
         "{} hostile entries not refused as they should be:\n{}",
@@ -225,20 +227,20 @@ fn unicode_look_alike_file_names_are_plain_names_inside_the_models_directory() {
         "mo\u{200b}del\u{feff}.safetensors",      // zero-width characters
     ];
     let site = Site::new();
-    let store = |site: &Site| canonical(&site.store);
+    let store = |site: &Site| canonical(&site.store());
     for (i, name) in NAMES.iter().enumerate() {
         let model = Model { filename: name, ..AJNA };
         let blob = site.serve(model, data(i as u64 + 1, 8192));
         site.write_index(&[(model, &blob)]);
         site.sync().assert_ok();
         site.assert_published(model, &blob);
-        let stored = site.store.join(AJNA.id).join(name);
+        let stored = site.stored(model);
         assert!(std::fs::symlink_metadata(&stored).is_ok(), "not published at its own name {name:?}");
         assert!(
-            canonical(&stored).starts_with(canonical(&site.cache)),
+            canonical(&stored).starts_with(canonical(&site.cache())),
             "{name:?} resolves outside the cache"
         );
-        for path in walk(&site.store) {
+        for path in walk(&site.store()) {
             let parent = canonical(path.parent().expect("parent"));
             assert!(parent.starts_with(store(&site)), "{} is outside the store", path.display());
         }
@@ -276,14 +278,12 @@ impl Victim {
 }
 
 /// Version 1 published, version 2 in the index and on the Hub; `extra` config settings.
-fn updating_site(size: usize, extra: &[(&str, &str)]) -> (Site, crate::origin::Blob, crate::origin::Blob) {
+fn updating_site(size: usize, extra: &[(&str, toml::Value)]) -> (Site, Blob, Blob) {
     let site = Site::new();
     for (key, value) in extra {
-        site.set(key, value);
+        site.set(key, value.clone());
     }
-    let v1 = site.serve(AJNA, data(1, size));
-    site.write_index(&[(AJNA, &v1)]);
-    site.sync().assert_ok();
+    let v1 = site.published(AJNA, data(1, size));
     let v2 = site.serve(AJNA, data(2, size));
     site.write_index(&[(AJNA, &v2)]);
     (site, v1, v2)
@@ -300,7 +300,7 @@ fn symlink_at_the_partial_file_is_not_written_through() {
     let (site, _v1, v2) = updating_site(256 << 10, &[]);
     // Longer than the file: the engine would start over, truncating what the link points at.
     let victim = Victim::new(&site, "victim", b"precious ".repeat(64 << 10));
-    plant(&site.partial(AJNA, &v2), &victim.path);
+    plant(&site.paths(AJNA, &v2).partial(), &victim.path);
     let run = site.sync();
     victim.assert_intact("after the sync");
     site.assert_invariant("after the sync");
@@ -312,14 +312,12 @@ fn symlink_at_the_partial_file_is_not_written_through() {
 #[test]
 fn symlink_at_the_partial_file_of_a_parallel_download_is_not_written_through() {
     let (site, _v1, v2) =
-        updating_site(512 << 10, &[("chunk_size", "\"64KiB\""), ("connections_per_file", "2")]);
+        updating_site(512 << 10, &[("chunk_size", "64KiB".into()), ("connections_per_file", 2.into())]);
     let victim = Victim::new(&site, "victim", b"precious ".repeat(1000));
     let sidecar_victim = Victim::new(&site, "sidecar-victim", b"{\"precious\": true}".to_vec());
-    let partial = site.partial(AJNA, &v2);
-    plant(&partial, &victim.path);
-    let mut sidecar = partial.into_os_string();
-    sidecar.push(".chunks");
-    plant(Path::new(&sidecar), &sidecar_victim.path);
+    let paths = site.paths(AJNA, &v2);
+    plant(&paths.partial(), &victim.path);
+    plant(&paths.sidecar(), &sidecar_victim.path);
     let run = site.sync();
     victim.assert_intact("after the sync");
     sidecar_victim.assert_intact("after the sync");
@@ -332,15 +330,15 @@ fn symlink_at_the_partial_file_of_a_parallel_download_is_not_written_through() {
 #[test]
 fn symlinks_at_published_names_are_replaced_not_followed() {
     let (site, _v1, v2) = updating_site(64 << 10, &[]);
-    let repo = site.repo_dir(AJNA);
+    let paths = site.paths(AJNA, &v2);
     let victims: Vec<(PathBuf, Victim)> = [
-        ("blob", repo.join("blobs").join(&v2.sha256)),
-        ("snapshot", repo.join("snapshots").join(&v2.commit).join(AJNA.filename)),
-        ("ref", repo.join("refs/main")),
-        ("store", site.stored(AJNA)),
-        ("chakra", site.store.join("by-chakra").join(AJNA.chakra).join(AJNA.id)),
-        ("stamp", site.store.join(".models-fetch/stamps").join(format!("{}.json", v2.sha256))),
-        ("state", site.store.join(".models-fetch/state.json")),
+        ("blob", paths.blob.clone()),
+        ("snapshot", paths.snapshot(&v2.commit, AJNA.filename)),
+        ("ref", paths.reference("main")),
+        ("store", paths.store.clone()),
+        ("chakra", paths.by_chakra()),
+        ("stamp", paths.stamp()),
+        ("state", paths.state()),
     ]
     .into_iter()
     .map(|(name, link)| {
@@ -356,13 +354,13 @@ fn symlinks_at_published_names_are_replaced_not_followed() {
         victim.assert_intact(&format!("{} planted as a link", link.display()));
     }
     // A daemon writes state.json and the metrics too.
-    site.set("metrics_file", "\"metrics.prom\"");
+    site.set("metrics_file", "metrics.prom");
     site.write_config();
     let metrics_victim = Victim::new(&site, "victim-metrics", b"precious metrics\n".to_vec());
     plant(&site.path("metrics.prom"), &metrics_victim.path);
     let log = site.path("daemon.log");
     let mut daemon = site.spawn_daemon("info", &log);
-    let state = site.store.join(".models-fetch/state.json");
+    let state = paths.state();
     let deadline = Instant::now() + Duration::from_secs(10);
     // Until both files are written (or the metrics went through the link, which fails below).
     while !std::fs::symlink_metadata(&state).is_ok_and(|m| m.is_file())
@@ -372,7 +370,7 @@ fn symlinks_at_published_names_are_replaced_not_followed() {
         assert!(Instant::now() < deadline, "the daemon wrote no state or metrics:\n{}", read(&log));
         std::thread::sleep(Duration::from_millis(50));
     }
-    crate::harness::signal(&daemon, libc::SIGTERM);
+    signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
     for (link, victim) in &victims {
         victim.assert_intact(&format!("{} planted as a link, after the daemon", link.display()));
@@ -385,10 +383,10 @@ fn symlink_at_a_blob_name_to_the_right_bytes_outside_is_not_adopted() {
     let (site, _v1, v2) = updating_site(64 << 10, &[]);
     // Right bytes, but outside the cache, where someone else may change them after the check.
     let victim = Victim::new(&site, "victim", v2.content.to_vec());
-    plant(&site.blob_path(AJNA, &v2), &victim.path);
+    plant(&site.paths(AJNA, &v2).blob, &victim.path);
     site.sync().assert_ok();
     victim.assert_intact("after the sync");
-    let meta = std::fs::symlink_metadata(site.blob_path(AJNA, &v2)).expect("blob");
+    let meta = std::fs::symlink_metadata(site.paths(AJNA, &v2).blob).expect("blob");
     assert!(meta.is_file(), "the blob is still a link to a file outside the cache: {meta:?}");
     site.assert_invariant("after the sync");
 }
@@ -398,7 +396,7 @@ fn symlinked_model_directory_in_the_store_is_not_written_through() {
     let (site, _v1, v2) = updating_site(64 << 10, &[]);
     let elsewhere = site.path("elsewhere");
     std::fs::create_dir(&elsewhere).expect("elsewhere");
-    let model_dir = site.store.join(AJNA.id);
+    let model_dir = site.paths(AJNA, &v2).model_dir();
     std::fs::remove_dir_all(&model_dir).expect("model dir");
     symlink(&elsewhere, &model_dir).expect("plant the dir link");
     let run = site.sync();
@@ -438,18 +436,8 @@ const MEASURE_PY: &str = "import os,sys,signal\npid=os.fork()\nif pid==0:\n    o
 /// bytes as a safety net, and measures its peak RSS.
 #[allow(clippy::zombie_processes, reason = "the child is reaped by wait4")]
 fn measured(original: Command, limit: Duration, as_limit: u64) -> Measured {
-    let mut command = Command::new("python3");
-    command.arg("-c").arg(MEASURE_PY).arg(original.get_program()).args(original.get_args());
-    if let Some(dir) = original.get_current_dir() {
-        command.current_dir(dir);
-    }
-    for (key, value) in original.get_envs() {
-        match value {
-            Some(value) => command.env(key, value),
-            None => command.env_remove(key),
-        };
-    }
-    command.stdin(Stdio::null()).process_group(0);
+    let mut command = wrapped(&original, &["python3", "-c", MEASURE_PY]);
+    command.process_group(0);
     // SAFETY: setrlimit is async-signal-safe; it only limits the child (and what it execs).
     unsafe {
         command.pre_exec(move || {
@@ -462,15 +450,7 @@ fn measured(original: Command, limit: Duration, as_limit: u64) -> Measured {
     }
     let start = Instant::now();
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let pipe = |mut reader: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = reader.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = pipe(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = pipe(Box::new(child.stderr.take().expect("stderr")));
+    let pipes = Pipes::take(&mut child);
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     let mut status = 0;
     loop {
@@ -485,13 +465,13 @@ fn measured(original: Command, limit: Duration, as_limit: u64) -> Measured {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let stderr = stderr.join().expect("stderr");
+    let (stdout, stderr) = pipes.join();
     let max_rss_kib = stderr
         .lines()
         .rev()
         .find_map(|l| l.strip_prefix("MAXRSS_KIB=").and_then(|n| n.trim().parse().ok()))
         .unwrap_or(i64::MAX);
-    let out = format!("{}{stderr}", stdout.join().expect("stdout"));
+    let out = format!("{stdout}{stderr}");
     Measured {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
@@ -510,7 +490,7 @@ fn index_of_100_mb_is_refused_unread() {
     site.write_index(&[(AJNA, &blob)]);
     let file = std::fs::OpenOptions::new().write(true).open(site.path("index.json")).expect("index");
     file.set_len(100 << 20).expect("grow the index to 100 MB");
-    let run = measured(site.command(&["sync"], None), Duration::from_secs(30), 4 * GIB);
+    let run = measured(site.command(&["sync"]), Duration::from_secs(30), 4 * GIB);
     assert_eq!((run.code, run.signal), (Some(65), None), "{}", run.out);
     assert!(run.out.contains("more than the 67108864 accepted"), "{}", run.out);
     assert!(run.max_rss_kib < 64 << 10, "peak RSS {} KiB to refuse a 100 MB index", run.max_rss_kib);
@@ -532,9 +512,8 @@ fn index_of_60_mb_is_read_with_bounded_memory() {
     site.write_index_json(&index);
     let size = std::fs::metadata(site.path("index.json")).expect("index").len();
     assert!(size > 58 << 20 && size < 64 << 20, "index of {size} bytes");
-    let mut validate = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
-    validate.args(["validate", "index.json"]).current_dir(site.dir.path()).stdin(Stdio::null());
-    crate::harness::clean_env(&mut validate);
+    let mut validate = models_fetch_command();
+    validate.args(["validate", "index.json"]).current_dir(site.dir());
     let run = measured(validate, Duration::from_secs(60), 4 * GIB);
     assert_eq!((run.code, run.signal), (Some(0), None), "{}", run.out);
     eprintln!(
@@ -548,7 +527,7 @@ fn index_of_60_mb_is_read_with_bounded_memory() {
         run.max_rss_kib >> 10,
         size >> 20
     );
-    let run = measured(site.command(&["sync"], None), Duration::from_secs(60), 4 * GIB);
+    let run = measured(site.command(&["sync"]), Duration::from_secs(60), 4 * GIB);
     assert_eq!((run.code, run.signal), (Some(0), None), "{}", run.out);
     assert!(
         run.max_rss_kib < 512 << 10,
@@ -583,7 +562,7 @@ fn deeply_nested_index_and_config_are_clear_errors_not_crashes() {
     ];
     for (what, text) in cases {
         std::fs::write(site.path("index.json"), text).expect("index");
-        let run = measured(site.command(&["sync"], None), Duration::from_secs(30), 4 * GIB);
+        let run = measured(site.command(&["sync"]), Duration::from_secs(30), 4 * GIB);
         assert_eq!((run.code, run.signal), (Some(65), None), "nested {what}: {}", run.out);
         assert!(run.out.contains("recursion limit"), "nested {what}: {}", run.out);
     }
@@ -597,7 +576,7 @@ fn deeply_nested_index_and_config_are_clear_errors_not_crashes() {
     ];
     for (what, text) in cases {
         std::fs::write(site.config(), text).expect("config");
-        let run = measured(site.command(&["sync"], None), Duration::from_secs(30), 4 * GIB);
+        let run = measured(site.command(&["sync"]), Duration::from_secs(30), 4 * GIB);
         assert_eq!((run.code, run.signal), (Some(78), None), "nested {what} in the config: {}", run.out);
     }
 }
@@ -609,7 +588,7 @@ fn index_that_never_ends_is_refused_with_bounded_memory() {
     site.write_index(&[(AJNA, &blob)]);
     std::fs::remove_file(site.path("index.json")).expect("index");
     symlink("/dev/zero", site.path("index.json")).expect("link /dev/zero");
-    let run = measured(site.command(&["sync"], None), Duration::from_secs(20), 2 * GIB);
+    let run = measured(site.command(&["sync"]), Duration::from_secs(20), 2 * GIB);
     assert!(run.elapsed < Duration::from_secs(20), "still reading after {:?}", run.elapsed);
     assert_eq!(run.signal, None, "ended by signal {:?}:\n{}", run.signal, run.out);
     assert!(matches!(run.code, Some(65 | 66)), "exit {:?}:\n{}", run.code, run.out);
@@ -686,13 +665,13 @@ fn a_second_instance_on_the_same_cache_is_refused_while_the_first_finishes() {
     let site = Site::new();
     let blob = site.serve(AJNA, data(1, 1 << 20));
     site.write_index(&[(AJNA, &blob)]);
-    site.origin
+    site.origin()
         .add(Rule::once(Route::Cdn, Fault::Drip { chunk: 64 << 10, every: Duration::from_millis(100) }));
     let first = std::thread::spawn({
-        let command = site.command(&["sync"], None);
+        let command = site.command(&["sync"]);
         move || run_with_limit(command, Duration::from_secs(30), &|| false)
     });
-    let partial = site.partial(AJNA, &blob);
+    let partial = site.paths(AJNA, &blob).partial();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !partial.exists() {
         assert!(Instant::now() < deadline, "the first sync never started its download");
@@ -701,23 +680,19 @@ fn a_second_instance_on_the_same_cache_is_refused_while_the_first_finishes() {
     // The same config, and another config on the same cache with a store of its own.
     let second = site.sync();
     second.assert_failed(&[75], "another models-fetch", &["already using this cache"]);
-    let other = site.config().with_file_name("other.toml");
-    let text = std::fs::read_to_string(site.config())
-        .expect("config")
-        .replace(&format!("{:?}", site.store.display().to_string()), "\"other-store\"");
-    std::fs::write(&other, text).expect("other config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_models-fetch"));
-    command.args(["sync", "--config"]).arg(&other).current_dir(site.dir.path()).stdin(Stdio::null());
-    crate::harness::clean_env(&mut command);
+    let other = site.config_with("other.toml", &[("store_dir", Some("other-store".into()))]);
+    let mut command = models_fetch_command();
+    command.args(["sync", "--config"]).arg(&other).current_dir(site.dir());
     let third = run_with_limit(command, Duration::from_secs(30), &|| false);
     third.assert_failed(&[75], "another models-fetch", &["already using this cache"]);
-    assert!(!site.path("other-store").join(AJNA.id).exists(), "the refused instance published");
+    let other_model_dir = plan(&other).expect("the other config's plan")[0].model_dir();
+    assert!(!other_model_dir.exists(), "the refused instance published");
 
     let first = first.join().expect("first sync");
     first.assert_ok();
     site.assert_published(AJNA, &blob);
     site.assert_invariant("after both");
-    assert_eq!(site.origin.requests_to(Route::Cdn).len(), 1, "the file was fetched twice");
+    assert_eq!(site.origin().requests_to(Route::Cdn).len(), 1, "the file was fetched twice");
 }
 
 fn read(path: &Path) -> String {

@@ -12,11 +12,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::daemon::{AJNA, ANAHATA, Daemon, Launch, SMALL, Setup, TOKEN, data};
+use crate::daemon::{Daemon, Launch, SMALL, site};
+use crate::fixture::{AJNA, ANAHATA, Site, TOKEN, data, is_root, temp_dir, text};
 use crate::origin::{Fault, Route, Rule, SIGNATURE_MARKER};
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
@@ -36,10 +38,11 @@ cp "$dir/journald.conf" "/etc/systemd/journald@$namespace.conf"
 exec "$3" "$namespace"
 "#;
 
-/// A journald of its own.
+/// A journald of its own; one at a time (the tests of this module share the namespace name).
 struct Journald {
     child: Child,
     dir: tempfile::TempDir,
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
 
 impl Journald {
@@ -55,11 +58,11 @@ impl Journald {
             let found = Command::new(tool).arg("--version").stdout(Stdio::null()).status().is_ok();
             assert!(found, "{tool} not found: {hint}");
         }
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        assert!(root, "the journald test mounts in a private mount namespace, which needs root: {hint}");
+        assert!(is_root(), "the journald test mounts in a private mount namespace, which needs root: {hint}");
 
-        let dir = crate::util::temp_dir();
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = temp_dir();
         let systemd = dir.path().join("systemd");
         std::fs::create_dir_all(systemd.join("journal")).expect("socket dir");
         std::fs::create_dir_all(dir.path().join("journal")).expect("journal dir");
@@ -79,7 +82,7 @@ impl Journald {
             .stderr(output)
             .spawn()
             .expect("unshare runs");
-        let mut journald = Journald { child, dir };
+        let mut journald = Journald { child, dir, _one_at_a_time: guard };
         let ready = systemd.join(format!("journal.{NAMESPACE}/socket"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready.exists() {
@@ -179,16 +182,15 @@ fn journal_has_model_fields_warning_priorities_and_no_secret() {
         eprintln!("MODELS_FETCH_SKIP_JOURNAL set: the journald test is skipped");
         return;
     };
-    let setup = Setup::new();
+    let site = site();
     // ajna-insight-v2 is published after an expired presigned URL and a reset (resumed);
     // anahata-heart-v1 fails: the CDN flips a byte.
-    let good = setup.serve(AJNA, data(1, 4 * SMALL));
-    let bad = setup.serve(ANAHATA, data(2, SMALL));
-    setup.origin.add(Rule::once(Route::Cdn, Fault::Expired).for_target(&good.sha256));
-    setup.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(300 << 10)).for_target(&good.sha256));
-    setup.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&bad.sha256));
-    setup.write_index(&[(AJNA, &good), (ANAHATA, &bad)]);
-    setup.write_config(&[AJNA, ANAHATA], "");
+    let good = site.serve(AJNA, data(1, 4 * SMALL));
+    let bad = site.serve(ANAHATA, data(2, SMALL));
+    site.origin().add(Rule::once(Route::Cdn, Fault::Expired).for_target(&good.sha256));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(300 << 10)).for_target(&good.sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(1000)).for_target(&bad.sha256));
+    site.write_index(&[(AJNA, &good), (ANAHATA, &bad)]);
     let launch = Launch {
         notify: false,
         watchdog: None,
@@ -197,10 +199,10 @@ fn journal_has_model_fields_warning_priorities_and_no_secret() {
         wrapper: journald.wrapper(),
         env: vec![],
     };
-    let mut daemon = Daemon::start_with(&setup, &launch);
+    let mut daemon = Daemon::start_with(&site, &launch);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = setup.status();
+        let status = site.status();
         let states: Vec<&Value> =
             status["models"].as_array().expect("models").iter().map(|m| &m["state"]).collect();
         if states == ["ready", "failed"] {
@@ -264,4 +266,55 @@ fn journal_has_model_fields_warning_priorities_and_no_secret() {
     );
     assert!(field(failed, "MESSAGE").is_some_and(|m| m.contains("checksum mismatch")), "{failed:?}");
     assert_eq!(field(failed, "SHA256"), Some(bad.sha256.as_str()), "{failed:?}");
+}
+
+/// Set in the test process that [`runs_log_to_stderr_when_the_tests_run_under_systemd`]
+/// starts.
+const UNDER_SYSTEMD: &str = "MODELS_FETCH_TEST_UNDER_SYSTEMD";
+
+/// When the tests themselves run under systemd (a CI runner as a service), `JOURNAL_STREAM` is
+/// in their environment and a journal listens: a `models-fetch` that inherited it would log to
+/// the journal (`--log auto`), and every check of its stderr, the secret checks first, would
+/// see nothing. The fixture's one scrub removes it. This test runs itself again as a child of
+/// the test binary, inside a journald's mount namespace and with `JOURNAL_STREAM` set; there a
+/// sync at debug level must log to stderr, while the same sync keeping `JOURNAL_STREAM` logs
+/// to the journal (so the first check means something).
+#[test]
+fn runs_log_to_stderr_when_the_tests_run_under_systemd() {
+    if std::env::var_os(UNDER_SYSTEMD).is_some() {
+        assert!(std::env::var_os("JOURNAL_STREAM").is_some(), "started without JOURNAL_STREAM");
+        let site = Site::new();
+        let blob = site.serve(AJNA, data(1, SMALL));
+        site.write_index(&[(AJNA, &blob)]);
+        let logged = |stderr: &str| stderr.lines().any(|l| l.contains("DEBUG") && l.contains(AJNA.id));
+        let run = site.sync_at(Some("debug"));
+        run.assert_ok();
+        assert!(logged(&run.stderr), "no debug line about {} on stderr:\n{}", AJNA.id, run.out);
+        let mut inherited = site.command(&["sync"]);
+        inherited
+            .env("MODELS_FETCH_LOG", "debug")
+            .env("JOURNAL_STREAM", std::env::var_os("JOURNAL_STREAM").unwrap());
+        let output = inherited.output().expect("models-fetch sync runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!logged(&stderr), "with JOURNAL_STREAM, sync still logged to stderr:\n{stderr}");
+        return;
+    }
+    let Some(journald) = Journald::start() else {
+        eprintln!("MODELS_FETCH_SKIP_JOURNAL set: the journald test is skipped");
+        return;
+    };
+    let test = "journal::runs_log_to_stderr_when_the_tests_run_under_systemd";
+    let this = std::env::current_exe().expect("the test binary");
+    let output = Command::new(&journald.wrapper()[0])
+        .args(&journald.wrapper()[1..])
+        .arg(this)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(UNDER_SYSTEMD, "1")
+        // As systemd sets it for a service whose stderr is the journal: device and inode.
+        .env("JOURNAL_STREAM", "8:4242")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the test binary runs");
+    let out = text(&output);
+    assert!(output.status.success() && out.contains("1 passed"), "the test under systemd failed:\n{out}");
 }

@@ -20,7 +20,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crate::harness::{AJNA, Site, TOKEN, data, sha256_hex};
+use crate::fixture::{AJNA, Site, TOKEN, data, sha256_hex};
 use crate::origin::{Blob, Fault, Host, Origin, Route, Rule};
 
 /// The size of both versions: several reads, quick.
@@ -187,7 +187,7 @@ fn hostile_cases() -> Vec<Case> {
 fn run_case(case: &Case) {
     let site = if case.tls { Site::with(Origin::start_tls(Some(TOKEN))) } else { Site::new() };
     let v1 = if case.tls {
-        site.origin.publish_in_git(AJNA.repo, AJNA.filename, data(1, SIZE))
+        site.origin().publish_in_git(AJNA.repo, AJNA.filename, data(1, SIZE))
     } else {
         site.serve(AJNA, data(1, SIZE))
     };
@@ -198,14 +198,14 @@ fn run_case(case: &Case) {
     let v2 = site.serve(AJNA, data(2, SIZE));
     site.write_index(&[(AJNA, &v2)]);
     for rule in (case.rules)(&v2) {
-        site.origin.add(rule);
+        site.origin().add(rule);
     }
     let started = Instant::now();
     let run = site.sync();
     let took = started.elapsed();
     assert!(took < case.limit, "took {took:?}, more than {:?}:\n{}", case.limit, run.out);
     let expected = ["cache", "store", "token", "index.json", "config.toml", "ca.pem"];
-    let outside: Vec<String> = std::fs::read_dir(site.dir.path())
+    let outside: Vec<String> = std::fs::read_dir(site.dir())
         .expect("site dir")
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -223,9 +223,10 @@ fn run_case(case: &Case) {
         Expect::Fail(codes, reasons) => {
             run.assert_failed(codes, AJNA.id, reasons);
             site.assert_not_published(AJNA, &v2);
-            site.assert_published(AJNA, &v1);
+            site.assert_kept(AJNA, &v1);
+            let partial = site.paths(AJNA, &v2).partial();
             for path in site.temp_files() {
-                assert_eq!(path, site.partial(AJNA, &v2), "a temp file other than the partial file is left");
+                assert_eq!(path, partial, "a temp file other than the partial file is left");
                 let kept = std::fs::read(&path).expect("partial file");
                 assert!(
                     v2.content.starts_with(&kept),

@@ -31,6 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
+use crate::fixture::{hex, sha256_hex};
+
 /// Every presigned query holds this; it must never appear in what models-fetch prints.
 pub const SIGNATURE_MARKER: &str = "PRESIGNEDSECRET";
 
@@ -360,9 +362,9 @@ impl Origin {
     fn add_file(&self, repo: &str, path: &str, content: Vec<u8>, in_git: bool) -> Blob {
         let mut state = self.shared.lock();
         state.commits += 1;
-        let sha256 = hex(&sha2::Sha256::digest(&content));
+        let sha256 = sha256_hex(&content);
         let commit =
-            hex(&sha2::Sha256::digest(format!("{repo} commit {} {sha256}", state.commits)))[..40].to_owned();
+            sha256_hex(format!("{repo} commit {} {sha256}", state.commits).as_bytes())[..40].to_owned();
         let blob = Blob { size: content.len() as u64, content: Arc::new(content), sha256, commit };
         state.files.retain(|f| !(f.repo == repo && f.revision == "main" && f.path == path));
         let file = HubFile {
@@ -805,11 +807,6 @@ async fn drain<C: Conn>(conn: &mut C, pause: Duration) {
 /// Makes the coming close of `conn` a TCP reset (`SO_LINGER` 0) instead of a clean close.
 fn reset<C: Conn>(conn: &C) {
     let _ = conn.tcp().set_zero_linger();
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The git blob id of `content`: `sha1("blob <len>\0" + content)`.

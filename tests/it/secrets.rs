@@ -10,7 +10,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{AJNA, ANAHATA, MANIPURA, Model, Site, TOKEN, data, walk};
+use crate::fixture::layout::file_text;
+use crate::fixture::{AJNA, ANAHATA, MANIPURA, Model, Site, TOKEN, data, run_with_limit, signal, terminate};
 use crate::origin::{Blob, Fault, Host, Route, Rule};
 
 /// A query secret written in an index `downloadUrl`.
@@ -19,12 +20,7 @@ const URL_SECRET: &str = "IndexQuerySecret";
 const PROXY_SECRET: &str = "ProxyPasswordSecret";
 
 /// A model fetched from a plain `downloadUrl` that carries a signed query.
-const PLAIN: Model = Model {
-    id: "sahasrara-crown-v1",
-    chakra: "sahasrara",
-    filename: "sahasrara-crown-v1.bin",
-    repo: "unused/unused",
-};
+const PLAIN: Model = Model::new("sahasrara-crown-v1", "sahasrara", "sahasrara-crown-v1.bin", "unused/unused");
 
 fn assert_clean(site: &Site, text: &str, what: &str) {
     site.assert_no_secret_in(text, what);
@@ -34,18 +30,9 @@ fn assert_clean(site: &Site, text: &str, what: &str) {
 
 /// Every file models-fetch wrote (the cache, the store, the metrics) holds no secret.
 fn assert_files_clean(site: &Site) {
-    let mut files = walk(&site.cache);
-    files.extend(walk(&site.store));
-    files.push(site.path("metrics.prom"));
-    for path in files {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        let text = if meta.is_symlink() {
-            std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default()
-        } else if meta.is_file() && meta.len() < 1 << 20 {
-            String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned()
-        } else {
-            continue;
-        };
+    let metrics = site.path("metrics.prom");
+    let metrics = file_text(&metrics).map(|text| (metrics, text));
+    for (path, text) in site.written_texts().into_iter().chain(metrics) {
         assert_clean(site, &text, &path.display().to_string());
     }
 }
@@ -64,20 +51,19 @@ fn write_index_with_plain(site: &Site, models: &[(Model, &Blob)], plain: &Blob) 
         "sizeBytes": plain.size,
         "downloadUrl": format!(
             "{}/blobs/{}?X-Amz-Signature={URL_SECRET}&X-Amz-Credential={URL_SECRET}",
-            site.origin.cdn_url(),
+            site.origin().cdn_url(),
             plain.sha256
         ),
     });
     index["models"].as_array_mut().expect("models").push(entry);
     site.write_index_json(&index);
-    let ids: Vec<String> =
-        models.iter().map(|(m, _)| m.id).chain([PLAIN.id]).map(|id| format!("{id:?}")).collect();
-    site.set("deployed_models", &format!("[{}]", ids.join(", ")));
+    let ids: Vec<&str> = models.iter().map(|(m, _)| m.id).chain([PLAIN.id]).collect();
+    site.set("deployed_models", ids);
     site.write_config();
 }
 
 fn hub_got_the_token(site: &Site) -> bool {
-    site.origin
+    site.origin()
         .requests_to(Route::HubHead)
         .iter()
         .any(|r| r.header("authorization") == Some(format!("Bearer {TOKEN}").as_str()))
@@ -86,19 +72,19 @@ fn hub_got_the_token(site: &Site) -> bool {
 #[test]
 fn syncs_at_trace_level_succeeding_and_failing_print_no_secret() {
     let site = Site::new();
-    site.set("chunk_size", "\"64KiB\"");
-    site.set("connections_per_file", "2");
-    site.set("metrics_file", "\"metrics.prom\"");
+    site.set("chunk_size", "64KiB");
+    site.set("connections_per_file", 2);
+    site.set("metrics_file", "metrics.prom");
     // Succeeds: an expired presigned URL, then a reset and a resume, for one model; a redirect
     // to another origin for another; parallel chunks for the third; a signed downloadUrl.
     let ajna = site.serve(AJNA, data(1, 100 << 10));
     let anahata = site.serve(ANAHATA, data(2, 100 << 10));
     let manipura = site.serve(MANIPURA, data(3, 256 << 10));
-    let plain = site.origin.publish("unused/unused", "plain.bin", data(4, 50 << 10));
-    site.origin.add(Rule::once(Route::Cdn, Fault::Expired).for_target(&ajna.sha256));
-    site.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(40 << 10)).for_target(&ajna.sha256));
-    site.origin.add(Rule::always(Route::Cdn, Fault::RedirectTo(Host::Cdn2)).for_target(&anahata.sha256));
-    site.origin
+    let plain = site.origin().publish("unused/unused", "plain.bin", data(4, 50 << 10));
+    site.origin().add(Rule::once(Route::Cdn, Fault::Expired).for_target(&ajna.sha256));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(40 << 10)).for_target(&ajna.sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::RedirectTo(Host::Cdn2)).for_target(&anahata.sha256));
+    site.origin()
         .add(Rule::once(Route::Cdn, Fault::status(503, &[("Retry-After", "0")])).for_target(&plain.sha256));
     write_index_with_plain(&site, &[(AJNA, &ajna), (ANAHATA, &anahata), (MANIPURA, &manipura)], &plain);
     let run = site.sync_at(Some("trace"));
@@ -109,21 +95,21 @@ fn syncs_at_trace_level_succeeding_and_failing_print_no_secret() {
     assert!(run.stderr.contains("?<redacted>"), "no redacted URL in the log:\n{}", run.out);
     assert_clean(&site, &run.out, "the output of a good sync at trace level");
     assert!(hub_got_the_token(&site), "the Hub never got the token: the check means nothing");
-    assert!(!site.origin.requests_to(Route::Cdn2).is_empty(), "the other origin was never asked");
+    assert!(!site.origin().requests_to(Route::Cdn2).is_empty(), "the other origin was never asked");
 
     // Fails, every model in another way: wrong bytes, a CDN that refuses every presigned URL,
     // a redirect loop, an endless 5xx on the signed downloadUrl.
-    site.origin.heal();
+    site.origin().heal();
     let bad = [
         site.serve(AJNA, data(11, 64 << 10)),
         site.serve(ANAHATA, data(12, 64 << 10)),
         site.serve(MANIPURA, data(13, 64 << 10)),
     ];
-    let plain2 = site.origin.publish("unused/unused", "plain.bin", data(14, 50 << 10));
-    site.origin.add(Rule::always(Route::Cdn, Fault::FlipByte(5)).for_target(&bad[0].sha256));
-    site.origin.add(Rule::always(Route::Cdn, Fault::Expired).for_target(&bad[1].sha256));
-    site.origin.add(Rule::always(Route::Cdn, Fault::RedirectToSelf).for_target(&bad[2].sha256));
-    site.origin.add(Rule::always(Route::Cdn, Fault::status(503, &[])).for_target(&plain2.sha256));
+    let plain2 = site.origin().publish("unused/unused", "plain.bin", data(14, 50 << 10));
+    site.origin().add(Rule::always(Route::Cdn, Fault::FlipByte(5)).for_target(&bad[0].sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::Expired).for_target(&bad[1].sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::RedirectToSelf).for_target(&bad[2].sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::status(503, &[])).for_target(&plain2.sha256));
     write_index_with_plain(&site, &[(AJNA, &bad[0]), (ANAHATA, &bad[1]), (MANIPURA, &bad[2])], &plain2);
     let run = site.sync_at(Some("trace"));
     assert!(matches!(run.code, Some(65)), "exit {:?}:\n{}", run.code, run.out);
@@ -138,21 +124,24 @@ fn syncs_at_trace_level_succeeding_and_failing_print_no_secret() {
     assert_clean(&site, &run.out, "the output of a failing sync at trace level");
 
     // A private Hub that refuses the token, and a proxy with a password that is not there.
-    site.origin.heal();
-    site.origin.add(Rule::always(Route::HubHead, Fault::status(401, &[])));
-    let mut command = site.command(&["sync"], Some("trace"));
+    site.origin().heal();
+    site.origin().add(Rule::always(Route::HubHead, Fault::status(401, &[])));
+    let mut command = site.command(&["sync"]);
+    command.env("MODELS_FETCH_LOG", "trace");
     let proxy = format!("http://user:{PROXY_SECRET}@127.0.0.1:9");
     command.env("HTTP_PROXY", &proxy).env("HTTPS_PROXY", &proxy).env("NO_PROXY", "127.0.0.1");
-    let run = crate::harness::run_with_limit(command, Duration::from_secs(60), &|| false);
+    let run = run_with_limit(command, Duration::from_secs(60), &|| false);
     assert_ne!(run.code, Some(0), "{}", run.out);
     assert_clean(&site, &run.out, "the output of a sync refused by the Hub");
-    let mut command = site.command(&["sync"], Some("trace"));
+    let mut command = site.command(&["sync"]);
+    command.env("MODELS_FETCH_LOG", "trace");
     command.env("HTTP_PROXY", &proxy).env("HTTPS_PROXY", &proxy).env("ALL_PROXY", &proxy);
-    let run = crate::harness::run_with_limit(command, Duration::from_secs(60), &|| false);
+    let run = run_with_limit(command, Duration::from_secs(60), &|| false);
     assert_ne!(run.code, Some(0), "the proxy at 127.0.0.1:9 answered?\n{}", run.out);
     assert_clean(&site, &run.out, "the output of a sync through an unreachable proxy");
 
-    let status = site.command(&["status", "--json"], Some("trace")).output().expect("status");
+    let status =
+        site.command(&["status", "--json"]).env("MODELS_FETCH_LOG", "trace").output().expect("status");
     assert_clean(&site, &String::from_utf8_lossy(&status.stdout), "status --json");
     assert_clean(&site, &String::from_utf8_lossy(&status.stderr), "the stderr of status");
     assert_files_clean(&site);
@@ -162,19 +151,19 @@ fn syncs_at_trace_level_succeeding_and_failing_print_no_secret() {
 #[test]
 fn daemon_at_trace_level_logs_no_secret_anywhere() {
     let site = Site::new();
-    site.set("metrics_file", "\"metrics.prom\"");
+    site.set("metrics_file", "metrics.prom");
     let good = site.serve(AJNA, data(1, 200 << 10));
     let bad = site.serve(ANAHATA, data(2, 64 << 10));
-    let plain = site.origin.publish("unused/unused", "plain.bin", data(4, 50 << 10));
-    site.origin.add(Rule::once(Route::Cdn, Fault::Expired).for_target(&good.sha256));
-    site.origin.add(Rule::once(Route::Cdn, Fault::ResetAfter(64 << 10)).for_target(&good.sha256));
-    site.origin.add(Rule::always(Route::Cdn, Fault::Expired).for_target(&bad.sha256));
+    let plain = site.origin().publish("unused/unused", "plain.bin", data(4, 50 << 10));
+    site.origin().add(Rule::once(Route::Cdn, Fault::Expired).for_target(&good.sha256));
+    site.origin().add(Rule::once(Route::Cdn, Fault::ResetAfter(64 << 10)).for_target(&good.sha256));
+    site.origin().add(Rule::always(Route::Cdn, Fault::Expired).for_target(&bad.sha256));
     write_index_with_plain(&site, &[(AJNA, &good), (ANAHATA, &bad)], &plain);
     let log = site.path("daemon.log");
     let mut daemon = site.spawn_daemon("trace", &log);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let output = site.command(&["status", "--json"], None).output().expect("status");
+        let output = site.command(&["status", "--json"]).output().expect("status");
         let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
         let states: Vec<&str> = status["models"]
             .as_array()
@@ -187,11 +176,9 @@ fn daemon_at_trace_level_logs_no_secret_anywhere() {
         assert!(Instant::now() < deadline, "the models did not settle: {states:?}\n{}", read(&log));
         std::thread::sleep(Duration::from_millis(100));
     }
-    crate::harness::signal(&daemon, libc::SIGHUP);
+    signal(&daemon, libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
-    crate::harness::signal(&daemon, libc::SIGTERM);
-    let exited = daemon.wait().expect("wait");
-    assert_eq!(exited.code(), Some(0), "{}", read(&log));
+    terminate(&mut daemon, &log);
     let text = read(&log);
     assert!(text.contains("TRACE"), "no TRACE event in the daemon's log:\n{text}");
     assert_clean(&site, &text, "the daemon's log at trace level");

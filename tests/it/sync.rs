@@ -1,79 +1,67 @@
 //! `models-fetch sync` against `file://` mirrors: publish, reuse without fetching, repair of
 //! links, refusal of wrong bytes, the previous version kept, and one instance per cache.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 
-use crate::util::{models_fetch, temp_dir, text, write};
+use crate::fixture::{Planned, Site, root, sha256_hex};
 
-const AJNA_SHA: &str = "461b8c00cd2ed5f546a2dcb4d8670d74f75aa01902bab4c320ada14c5c6bd707";
+const AJNA: &str = "ajna-insight-v2";
 
-/// A copy of the bundled example in a temp dir: index, mirror (real files named by sha256) and
-/// a config whose Hub endpoint is unreachable, so only the mirror can serve.
-struct Example {
-    dir: tempfile::TempDir,
+/// A copy of the bundled example in a site: index, mirror (real files named by sha256) and a
+/// config whose Hub endpoint is unreachable, so only the mirror can serve.
+fn example() -> Site {
+    let site = Site::offline();
+    for entry in std::fs::read_dir(root().join("examples/mirror")).unwrap() {
+        let entry = entry.unwrap();
+        site.write(
+            &format!("mirror/{}", entry.file_name().to_str().unwrap()),
+            &std::fs::read(entry.path()).unwrap(),
+        );
+    }
+    site.write("index.json", &std::fs::read(root().join("examples/index.json")).unwrap());
+    for key in ["token_file", "connect_timeout", "stall_timeout", "retry_base_delay", "retry_max_time"] {
+        site.unset(key);
+    }
+    site.set("store_dir", "store");
+    site.set("cache_dir", "store/hf-cache");
+    site.set("mirrors", vec!["file://mirror"]);
+    site.set("mirrors_first", true);
+    site.set("max_retries", 0);
+    site.set("deployed_models", vec![AJNA, "anahata-heart-v1"]);
+    site.write_config();
+    site
 }
 
-impl Example {
-    fn new() -> Self {
-        let dir = temp_dir();
-        let mirror = dir.path().join("mirror");
-        std::fs::create_dir(&mirror).unwrap();
-        for entry in std::fs::read_dir("examples/mirror").unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), mirror.join(entry.file_name())).unwrap();
-        }
-        std::fs::copy("examples/index.json", dir.path().join("index.json")).unwrap();
-        let example = Self { dir };
-        example.config("");
-        example
-    }
+/// Where the example publishes ajna-insight-v2.
+fn ajna(site: &Site) -> Planned {
+    site.planned(AJNA)
+}
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn config(&self, extra: &str) -> PathBuf {
-        write(
-            self.dir.path(),
-            "config.toml",
-            &format!(
-                "index = \"index.json\"\nstore_dir = \"store\"\ncache_dir = \"store/hf-cache\"\nmirrors = [\"file://mirror\"]\nmirrors_first = true\nendpoint = \"http://127.0.0.1:9\"\nmax_retries = 0\ndeployed_models = [\"ajna-insight-v2\", \"anahata-heart-v1\"]\n{extra}"
-            ),
-        )
-    }
-
-    fn sync(&self) -> (Option<i32>, String) {
-        let config = self.path("config.toml");
-        let output = models_fetch(&["sync", "--config", config.to_str().unwrap()]);
-        (output.status.code(), text(&output))
-    }
-
-    fn published(&self, id: &str, file: &str) -> Vec<u8> {
-        std::fs::read(self.path(&format!("store/{id}/{file}"))).unwrap()
-    }
+/// `models-fetch sync` of the site: its exit status and output.
+fn sync(site: &Site) -> (Option<i32>, String) {
+    let run = site.sync();
+    (run.code, run.out)
 }
 
 fn ajna_bytes() -> Vec<u8> {
-    std::fs::read("examples/models/ajna-insight-v2.safetensors").unwrap()
+    std::fs::read(root().join("examples/models/ajna-insight-v2.safetensors")).unwrap()
 }
 
 #[test]
 fn sync_publishes_every_model_and_then_fetches_nothing() {
-    let example = Example::new();
-    let (code, out) = example.sync();
+    let site = example();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("2/2 models ready"), "{out}");
-    assert_eq!(example.published("ajna-insight-v2", "ajna-insight-v2.safetensors"), ajna_bytes());
-    let blob = example.path(&format!("store/hf-cache/models--example-org--ajna-insight/blobs/{AJNA_SHA}"));
+    assert_eq!(std::fs::read(ajna(&site).store).unwrap(), ajna_bytes());
+    let blob = ajna(&site).blob;
     assert!(blob.is_file());
-    let chakra = example.path("store/by-chakra/ajna/ajna-insight-v2/ajna-insight-v2.safetensors");
+    let chakra = ajna(&site).by_chakra().join("ajna-insight-v2.safetensors");
     assert_eq!(std::fs::read(chakra).unwrap(), ajna_bytes());
 
     // Without the mirror, a second run still succeeds: nothing is fetched.
-    std::fs::remove_dir_all(example.path("mirror")).unwrap();
-    let (code, out) = example.sync();
+    std::fs::remove_dir_all(site.path("mirror")).unwrap();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ajna-insight-v2: already published"), "{out}");
     assert!(!out.contains("fetching"), "{out}");
@@ -81,25 +69,25 @@ fn sync_publishes_every_model_and_then_fetches_nothing() {
 
 #[test]
 fn missing_links_are_repaired_without_fetching() {
-    let example = Example::new();
-    assert_eq!(example.sync().0, Some(0));
-    std::fs::remove_file(example.path("store/ajna-insight-v2/ajna-insight-v2.safetensors")).unwrap();
-    std::fs::remove_file(example.path("store/by-chakra/ajna/ajna-insight-v2")).unwrap();
-    std::fs::remove_dir_all(example.path("mirror")).unwrap();
-    let (code, out) = example.sync();
+    let site = example();
+    assert_eq!(sync(&site).0, Some(0));
+    std::fs::remove_file(ajna(&site).store).unwrap();
+    std::fs::remove_file(ajna(&site).by_chakra()).unwrap();
+    std::fs::remove_dir_all(site.path("mirror")).unwrap();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(example.published("ajna-insight-v2", "ajna-insight-v2.safetensors"), ajna_bytes());
+    assert_eq!(std::fs::read(ajna(&site).store).unwrap(), ajna_bytes());
 }
 
 #[test]
 fn a_changed_blob_is_hashed_again_and_replaced() {
-    let example = Example::new();
-    assert_eq!(example.sync().0, Some(0));
-    let blob = example.path(&format!("store/hf-cache/models--example-org--ajna-insight/blobs/{AJNA_SHA}"));
+    let site = example();
+    assert_eq!(sync(&site).0, Some(0));
+    let blob = ajna(&site).blob;
     let mut bytes = ajna_bytes();
     bytes[100] ^= 0xff;
     std::fs::write(&blob, &bytes).unwrap();
-    let (code, out) = example.sync();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ajna-insight-v2: published"), "re-fetched: {out}");
     assert_eq!(std::fs::read(&blob).unwrap(), ajna_bytes());
@@ -107,71 +95,62 @@ fn a_changed_blob_is_hashed_again_and_replaced() {
 
 #[test]
 fn wrong_bytes_are_never_published_and_the_previous_version_stays() {
-    let example = Example::new();
-    assert_eq!(example.sync().0, Some(0));
+    let site = example();
+    assert_eq!(sync(&site).0, Some(0));
     // Version 2 of ajna: the index names new bytes; the mirror serves them with a flipped byte.
     let new_bytes: Vec<u8> = b"ajna v2 weights ".repeat(4096);
-    let new_sha = sha256(&new_bytes);
+    let new_sha = sha256_hex(&new_bytes);
     let mut corrupt = new_bytes.clone();
     corrupt[5000] ^= 1;
-    std::fs::write(example.path(&format!("mirror/{new_sha}")), &corrupt).unwrap();
-    let mut index: Value =
-        serde_json::from_slice(&std::fs::read(example.path("index.json")).unwrap()).unwrap();
+    std::fs::write(site.path(&format!("mirror/{new_sha}")), &corrupt).unwrap();
+    let mut index: Value = serde_json::from_slice(&std::fs::read(site.path("index.json")).unwrap()).unwrap();
     index["models"][0]["version"] = "2.1.0".into();
     index["models"][0]["artifact"]["sha256"] = new_sha.clone().into();
     index["models"][0]["artifact"]["sizeBytes"] = new_bytes.len().into();
-    std::fs::write(example.path("index.json"), index.to_string()).unwrap();
+    std::fs::write(site.path("index.json"), index.to_string()).unwrap();
 
-    let (code, out) = example.sync();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(65), "{out}");
     assert!(out.contains("ajna-insight-v2: FAILED"), "{out}");
     assert!(out.contains(&format!("checksum mismatch: expected sha256 {new_sha}")), "{out}");
     assert!(out.contains("1 of 2 models failed"), "{out}");
     // The published name still holds the old, verified version; no blob of the new one exists.
-    assert_eq!(example.published("ajna-insight-v2", "ajna-insight-v2.safetensors"), ajna_bytes());
-    let blobs = example.path("store/hf-cache/models--example-org--ajna-insight/blobs");
+    assert_eq!(std::fs::read(ajna(&site).store).unwrap(), ajna_bytes());
+    let blobs = ajna(&site).blob.parent().unwrap().to_owned();
     let names: Vec<String> = std::fs::read_dir(&blobs)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, [AJNA_SHA], "no new blob, no partial left: {names:?}");
+    assert_eq!(names, [ajna(&site).sha256], "no new blob, no partial left: {names:?}");
 }
 
 #[test]
 fn a_second_instance_on_the_same_cache_is_refused() {
-    let example = Example::new();
-    assert_eq!(example.sync().0, Some(0));
-    let lock =
-        std::fs::OpenOptions::new().write(true).open(example.path("store/.models-fetch/lock")).unwrap();
+    let site = example();
+    assert_eq!(sync(&site).0, Some(0));
+    let path = ajna(&site).lock();
+    let lock = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     lock.try_lock().unwrap();
-    std::fs::write(example.path("store/.models-fetch/lock"), "4242\n").unwrap();
-    let (code, out) = example.sync();
+    std::fs::write(&path, "4242\n").unwrap();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(75), "{out}");
     assert!(out.contains("another models-fetch (pid 4242) is already using this cache"), "{out}");
     drop(lock);
-    assert_eq!(example.sync().0, Some(0));
+    assert_eq!(sync(&site).0, Some(0));
 }
 
 #[test]
 fn reserved_ids_are_refused() {
-    let example = Example::new();
-    let mut index: Value =
-        serde_json::from_slice(&std::fs::read(example.path("index.json")).unwrap()).unwrap();
+    let site = example();
+    let mut index: Value = serde_json::from_slice(&std::fs::read(site.path("index.json")).unwrap()).unwrap();
     index["models"][0]["id"] = "hf-cache".into();
-    std::fs::write(example.path("index.json"), index.to_string()).unwrap();
-    example.config("");
-    let config =
-        std::fs::read_to_string(example.path("config.toml")).unwrap().replace("ajna-insight-v2", "hf-cache");
-    std::fs::write(example.path("config.toml"), config).unwrap();
-    let (code, out) = example.sync();
+    std::fs::write(site.path("index.json"), index.to_string()).unwrap();
+    site.set("deployed_models", vec!["hf-cache", "anahata-heart-v1"]);
+    site.write_config();
+    let (code, out) = sync(&site);
     assert_eq!(code, Some(78), "{out}");
     assert!(
         out.contains("Model 'hf-cache': the id names a folder models-fetch uses inside store_dir"),
         "{out}"
     );
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

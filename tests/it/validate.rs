@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde::Deserialize;
 
-use crate::util::{models_fetch, root, text};
+use crate::fixture::{models_fetch, root, text};
 
 #[derive(Deserialize)]
 struct Corpus {
