@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod fetch;
+pub mod fsx;
 pub mod index;
 pub mod plan;
 pub mod publish;

@@ -305,7 +305,7 @@ fn enough_space(partial: &Path, size: u64) -> Result<(), FetchError> {
     if let Err(e) = std::fs::create_dir_all(dir) {
         return Err(FetchError::local(&format!("cannot create {}", dir.display()), &e));
     }
-    let have = crate::publish::fsx::regular_len(partial);
+    let have = crate::fsx::regular_len(partial);
     let need = size.saturating_sub(have) + SPACE_MARGIN;
     match fs4::available_space(dir) {
         Ok(free) if free < need => Err(FetchError::new(

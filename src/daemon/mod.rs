@@ -389,7 +389,7 @@ fn publish_state(
         tracing::warn!("cannot write the state file: {e}");
     }
     if let Some(path) = &generation.config.metrics_file
-        && let Err(e) = crate::publish::fsx::write_atomic(path, metrics(&file.models).as_bytes())
+        && let Err(e) = crate::fsx::write_atomic(path, metrics(&file.models).as_bytes())
     {
         tracing::warn!(metrics_file = %path.display(), "cannot write the metrics file: {e}");
     }

@@ -11,8 +11,9 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::Kind;
+use crate::fsx;
 use crate::plan::Item;
-use crate::publish::{STATE_DIR, fsx};
+use crate::publish::STATE_DIR;
 
 /// Where a model stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -164,7 +164,7 @@ impl Attempt<'_> {
 
     /// Bytes of the partial file that can be kept: all of it unless it is longer than the file.
     fn resume_point(&self) -> u64 {
-        let len = crate::publish::fsx::regular_len(self.partial);
+        let len = crate::fsx::regular_len(self.partial);
         if len > self.expected.size { 0 } else { len }
     }
 

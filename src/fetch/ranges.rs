@@ -30,7 +30,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{FetchError, Http, Progress};
-use crate::publish::fsx;
+use crate::fsx;
 use crate::secret::redact;
 use crate::sink::{Recorder, Sink, disk};
 use crate::verify::{Expected, Written};

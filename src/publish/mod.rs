@@ -12,7 +12,6 @@
 //!
 //! Every visible name changes in one rename, after the content is durable.
 
-pub mod fsx;
 pub mod lock;
 pub mod stamp;
 
@@ -20,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::fsx;
 use crate::index::Source;
 use crate::plan::Item;
 use stamp::Stamp;

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::buf::{ALIGN, Buf};
-use crate::publish::fsx;
+use crate::fsx;
 
 /// Write-back of page-cache writes is started for every window of this size.
 const WRITEBACK_WINDOW: u64 = 32 << 20;

@@ -23,7 +23,7 @@ use rangemap::RangeSet;
 
 use crate::digest::Sha256Hex;
 use crate::fetch::FetchError;
-use crate::publish::fsx;
+use crate::fsx;
 use crate::verify::Written;
 use buf::{Buf, Pool};
 use threads::{HashLoop, Hashed, ToHasher, WriteLoop};
