@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
+use super::index_lock::{self, IndexLock, IndexLockError};
 use super::{Failure, Status};
 use crate::digest::hash_reader;
 use crate::index::{Index, IndexError, MAX_INDEX_BYTES, schema};
@@ -113,6 +114,15 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         Failure::new(Status::IoErr, anyhow::anyhow!("{}: reading failed: {e}", args.file.display()))
     })?;
 
+    // The whole read-modify-write of the index holds its lock, so a parallel edit is never lost.
+    let _lock = match (&args.index, args.write) {
+        (Some(path), true) => Some(IndexLock::acquire(path, index_lock::WAIT).map_err(|e| {
+            let status =
+                if matches!(e, IndexLockError::Busy { .. }) { Status::TempFail } else { Status::IoErr };
+            Failure::new(status, anyhow::Error::new(e))
+        })?),
+        _ => None,
+    };
     let mut document = match &args.index {
         Some(path) => read_document(path)?,
         None => json!({ "models": [] }),

@@ -2,6 +2,7 @@
 //! failures to exit statuses. No logic of its own beyond reading arguments and printing.
 
 mod entry;
+mod index_lock;
 mod plan;
 mod run;
 mod status;

@@ -124,7 +124,7 @@ fn write_replaces_the_entry_in_place_and_keeps_the_rest() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".index.json."))
+        .filter(|n| n.starts_with(".index.json.") && n != ".index.json.lock")
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
@@ -150,4 +150,58 @@ fn write_refuses_to_break_the_index() {
     assert_eq!(output.status.code(), Some(65), "{}", text(&output));
     assert!(text(&output).contains("\"heart\" is not one of"), "{}", text(&output));
     assert_eq!(std::fs::read(&index).unwrap(), before, "a failed write leaves the index as it was");
+}
+
+/// Two CI jobs adding entries to one index at once: every successful write is in the result.
+/// Without the index lock, about half the entries were silently lost.
+#[test]
+fn parallel_writes_lose_no_entry() {
+    const PER_STREAM: usize = 15;
+    let dir = temp_dir();
+    let index = dir.path().join("index.json");
+    std::fs::copy("examples/index.json", &index).unwrap();
+    let before = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&index).unwrap())
+        .unwrap()["models"]
+        .as_array()
+        .unwrap()
+        .len();
+    let model = write(dir.path(), "m.bin", "weights");
+    let streams: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|stream| {
+            let (index, model) = (index.clone(), model.clone());
+            std::thread::spawn(move || {
+                for i in 0..PER_STREAM {
+                    let id = format!("parallel-{stream}-{i}");
+                    let mut args = vec![
+                        "entry",
+                        model.to_str().unwrap(),
+                        "--id",
+                        &id,
+                        "--index",
+                        index.to_str().unwrap(),
+                        "--write",
+                    ];
+                    args.extend_from_slice(REQUIRED);
+                    let output = models_fetch(&args);
+                    assert!(output.status.success(), "{id}: {}", text(&output));
+                }
+            })
+        })
+        .collect();
+    for stream in streams {
+        stream.join().unwrap();
+    }
+    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    let ids: std::collections::BTreeSet<&str> =
+        after["models"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    for stream in ["a", "b"] {
+        for i in 0..PER_STREAM {
+            assert!(
+                ids.contains(format!("parallel-{stream}-{i}").as_str()),
+                "parallel-{stream}-{i} was lost"
+            );
+        }
+    }
+    assert_eq!(ids.len(), before + 2 * PER_STREAM);
 }
