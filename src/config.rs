@@ -97,6 +97,14 @@ pub struct Config {
     /// A transfer that receives no byte for this long is abandoned and retried.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// A transfer slower than this (bytes per second) for all of `min_rate_window` is treated
+    /// as a stall and retried (resume keeps the bytes): an origin that drips a few bytes just
+    /// often enough to beat `stall_timeout` is abandoned. `0` turns the guard off.
+    #[serde(default = "default_min_rate")]
+    pub min_rate: bytesize::ByteSize,
+    /// The window `min_rate` is measured over.
+    #[serde(default = "default_min_rate_window", with = "humantime_serde")]
+    pub min_rate_window: Duration,
     /// Retries of a transient failure, per source.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
@@ -154,6 +162,14 @@ fn default_connect_timeout() -> Duration {
 
 fn default_stall_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_min_rate() -> bytesize::ByteSize {
+    bytesize::ByteSize::kib(1)
+}
+
+fn default_min_rate_window() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_max_retries() -> u32 {
@@ -246,13 +262,21 @@ impl Config {
         if config.chunk_size < bytesize::ByteSize::kib(64) {
             return Err(invalid("chunk_size", "must be at least 64KiB".to_owned()));
         }
-        if config.recheck_interval < Duration::from_secs(1)
-            || config.rehash_interval.is_some_and(|d| d < Duration::from_secs(1))
-        {
-            return Err(invalid("recheck_interval", "intervals must be at least 1s".to_owned()));
+        for (key, value) in [
+            ("recheck_interval", Some(config.recheck_interval)),
+            ("rehash_interval", config.rehash_interval),
+            ("min_rate_window", Some(config.min_rate_window)),
+        ] {
+            if value.is_some_and(|d| d < Duration::from_secs(1)) {
+                return Err(invalid(key, "must be at least 1s".to_owned()));
+            }
         }
-        if config.stall_timeout.is_zero() || config.connect_timeout.is_zero() {
-            return Err(invalid("stall_timeout", "timeouts must be longer than 0s".to_owned()));
+        for (key, value) in
+            [("stall_timeout", config.stall_timeout), ("connect_timeout", config.connect_timeout)]
+        {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than 0s".to_owned()));
+            }
         }
         config.endpoint = check_endpoint(&config.endpoint).map_err(|reason| ConfigError::Invalid {
             path: path.to_owned(),
@@ -347,6 +371,20 @@ mod tests {
         assert_eq!(config.endpoint, "https://huggingface.co");
         assert!(config.verify_checksums);
         assert_eq!(config.token_file, None);
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_under_its_own_key() {
+        for (line, key) in [
+            ("rehash_interval = \"0s\"", "rehash_interval"),
+            ("recheck_interval = \"0s\"", "recheck_interval"),
+            ("connect_timeout = \"0s\"", "connect_timeout"),
+            ("stall_timeout = \"0s\"", "stall_timeout"),
+            ("min_rate_window = \"0s\"", "min_rate_window"),
+        ] {
+            let err = parse(&format!("index = \"i.json\"\n{line}\n")).unwrap_err().to_string();
+            assert!(err.contains(&format!("{key}: must be")), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod http;
+pub(crate) mod pace;
 pub mod ranges;
 pub mod retry;
 

@@ -37,6 +37,56 @@ impl Policy {
     }
 }
 
+/// A failure after at least this much new data in the partial file does not use up a retry.
+pub const PROGRESS: u64 = 64 << 10;
+
+/// The retries left to one source. A failure that follows progress (the partial file grew by
+/// [`PROGRESS`] beyond anything it held before) starts the count again, so a connection that
+/// resets every 100 KiB still finishes a large file; `max_time` bounds the time spent waiting
+/// and on attempts that got nowhere, so a source that never advances is still given up on.
+/// Progress is measured as a high-water mark of the partial file, not bytes received, so a
+/// server that restarts the file every time does not count as advancing.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    policy: Policy,
+    retries: u32,
+    spent: Duration,
+    high_water: u64,
+}
+
+impl Budget {
+    /// `held`: bytes already in the partial file when the source is first tried.
+    pub fn new(policy: Policy, held: u64) -> Self {
+        Self { policy, retries: 0, spent: Duration::ZERO, high_water: held }
+    }
+
+    /// Retries used since the last progress.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// After a failed attempt that took `took` and left `held` bytes in the partial file: the
+    /// wait before the next attempt, or `None` when this source is used up.
+    pub fn after_failure(
+        &mut self,
+        took: Duration,
+        held: u64,
+        hint: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if held >= self.high_water.saturating_add(PROGRESS) {
+            self.retries = 0;
+        } else {
+            self.spent += took;
+        }
+        self.high_water = self.high_water.max(held);
+        let delay = self.policy.delay(self.retries, self.spent, hint, jitter)?;
+        self.retries += 1;
+        self.spent += delay;
+        Some(delay)
+    }
+}
+
 /// `Retry-After`: delay-seconds or an HTTP date (relative to `now`).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -85,6 +135,45 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(POLICY.delay(0, Duration::ZERO, Some(Duration::from_secs(3600)), 0.0), Some(MAX_DELAY));
+    }
+
+    #[test]
+    fn failures_after_progress_do_not_use_up_the_retries() {
+        let mut budget = Budget::new(POLICY, 0);
+        // A connection that resets every 100 KiB: 10 failures for a 1 MiB file, 5 retries allowed.
+        for step in 1..=10u64 {
+            let wait = budget.after_failure(Duration::from_millis(50), (step * 100) << 10, None, 1.0);
+            assert_eq!(wait, Some(Duration::from_secs(1)), "failure {step}");
+        }
+    }
+
+    #[test]
+    fn failures_without_progress_still_run_out() {
+        let mut budget = Budget::new(POLICY, 1 << 20);
+        let waits: Vec<_> =
+            std::iter::from_fn(|| budget.after_failure(Duration::from_millis(50), 1 << 20, None, 1.0))
+                .collect();
+        assert_eq!(waits.len(), 5, "{waits:?}");
+    }
+
+    #[test]
+    fn a_restarting_server_is_not_progress() {
+        let mut budget = Budget::new(POLICY, 0);
+        // Each attempt starts from zero and gets 200 KiB: the file never grows past that.
+        let attempts =
+            std::iter::from_fn(|| budget.after_failure(Duration::ZERO, 200 << 10, None, 1.0)).count();
+        assert_eq!(attempts, 5, "only the first 200 KiB were progress; then the plain count");
+    }
+
+    #[test]
+    fn time_without_progress_bounds_the_retries() {
+        let policy = Policy { max_retries: 1000, ..POLICY };
+        let mut budget = Budget::new(policy, 0);
+        let mut attempts = 0;
+        while budget.after_failure(Duration::from_secs(30), 0, None, 1.0).is_some() {
+            attempts += 1;
+        }
+        assert!(attempts < 40, "{attempts} attempts of 30 s within a 600 s budget");
     }
 
     #[test]
