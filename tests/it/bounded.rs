@@ -1,6 +1,6 @@
 //! Bounded, typed reads: a FIFO, `/dev/zero` (through a symlink) or an oversized file where
-//! models-fetch reads a file (the config, the index, the token file, the state file, a
-//! `file://` mirror's blob, a stamp, the lock) ends in a clear error that names the file and
+//! models-fetch reads a file (the config, `ca_file`, the index, the token file, the state file,
+//! a `file://` mirror's blob, a stamp, the lock) ends in a clear error that names the file and
 //! what is wrong with it (the bound, for a file too large), within a second rather than a hang
 //! or unbounded memory; or, for a mirror's blob, fails that origin and publishes from the next.
 //! A hang is caught by the run's time limit (the process is killed and the test fails), never
@@ -101,6 +101,25 @@ fn config_that_is_a_fifo_a_device_or_too_large_is_a_clear_error() {
             let run = bounded_run(&site, &["plan"]);
             assert!(run.stderr.contains("larger than 1 MiB (the limit for a config file)"), "{}", run.out);
         }
+    }
+}
+
+#[test]
+fn ca_file_that_is_a_fifo_a_device_or_too_large_is_a_clear_error() {
+    for bad in [Bad::Fifo, Bad::DevZero, Bad::Oversized((16 << 20) + 1)] {
+        let (site, _) = offline_with(data(1, 4096));
+        site.set("ca_file", "ca.pem");
+        site.write_config();
+        plant(&site.path("ca.pem"), bad);
+        let run = bounded_run(&site, &["sync"]);
+        assert_eq!(run.code, Some(78), "sync with {bad:?} as the ca_file:\n{}", run.out);
+        assert!(run.elapsed < Duration::from_secs(5), "sync: {:?}", run.elapsed);
+        let reason = match bad {
+            Bad::Oversized(_) => "larger than 16 MiB (the limit for a ca_file)",
+            _ => bad.reason(),
+        };
+        assert_named(&run, &site.path("ca.pem"), reason, &format!("{bad:?}"));
+        assert!(run.stderr.contains("ca_file"), "{bad:?}:\n{}", run.out);
     }
 }
 
