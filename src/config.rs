@@ -217,7 +217,8 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        // A regular file of at most 1 MiB: a FIFO or /dev/zero named as the config is refused.
+        let text = crate::fsx::read_bounded_string(path, crate::fsx::CONFIG)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(path, &text)
     }

@@ -9,16 +9,14 @@ use std::path::{Path, PathBuf};
 pub struct Token(String);
 
 impl Token {
-    /// Reads a token file: surrounding whitespace is trimmed; a missing, unreadable, directory
-    /// or empty file is an error that names the path and never the content.
+    /// Reads a token file: surrounding whitespace is trimmed; a missing, unreadable or empty
+    /// file, or anything but a regular file of at most 4 KiB (a FIFO, a device, a directory:
+    /// refused unread, so none hangs or fills memory, and no oversized header is ever sent), is
+    /// an error that names the path and never the content.
     pub fn read(path: &Path) -> Result<Self, TokenError> {
         let err = |reason: String| TokenError { path: path.to_owned(), reason };
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        if meta.is_dir() {
-            return Err(err("is a directory, not a file holding the token".to_owned()));
-        }
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".to_owned()))?;
+        let text =
+            crate::fsx::read_bounded_string(path, crate::fsx::TOKEN).map_err(|e| err(e.to_string()))?;
         let token = text.trim();
         if token.is_empty() {
             return Err(err("is empty".to_owned()));
@@ -125,6 +123,26 @@ mod tests {
         let two = dir.path().join("two");
         std::fs::write(&two, "a b").unwrap();
         assert!(Token::read(&two).unwrap_err().to_string().contains("more than one word"));
+    }
+
+    #[test]
+    fn a_fifo_a_device_or_a_huge_file_is_no_token() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let e = Token::read(&fifo).unwrap_err().to_string();
+        assert!(e.starts_with("token_file ") && e.contains("is a FIFO"), "{e}");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(Token::read(&zero).unwrap_err().to_string().contains("is a character device"));
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, "hf_".repeat(10_000)).unwrap();
+        let e = Token::read(&huge).unwrap_err().to_string();
+        assert!(e.contains("larger than 4 KiB (the limit for a token file)"), "{e}");
+        assert!(!e.contains("hf_"), "{e}");
     }
 
     #[test]

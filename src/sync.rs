@@ -260,7 +260,7 @@ fn on_disk_is_indexed(item: &Item, verify: bool) -> Result<bool, String> {
         }
         return Ok(size == item.size_bytes);
     }
-    let file = std::fs::File::open(&item.blob_path).map_err(|e| e.to_string())?;
+    let file = crate::fsx::open_regular(&item.blob_path).map_err(|e| e.to_string())?;
     let (sha256, size) = hash_reader(file).map_err(|e| e.to_string())?;
     if sha256 != item.sha256 || size != item.size_bytes {
         tracing::warn!(model_id = %item.id, blob = %item.blob_path.display(), %sha256,
@@ -277,7 +277,7 @@ fn known_commit(layout: &Layout, item: &Item) -> Option<String> {
         return Some(hub.revision.clone());
     }
     let reference = layout.cache_dir.join(hub.cache_folder()).join("refs").join(&hub.revision);
-    std::fs::read_to_string(reference).ok().filter(|c| c.len() == 40)
+    crate::fsx::read_bounded_string(&reference, crate::fsx::REF).ok().filter(|c| c.len() == 40)
 }
 
 /// Every origin failed: the outcome names each one's reason; the kind is the gravest.

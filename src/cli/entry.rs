@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::index_lock::{self, IndexLock, IndexLockError};
 use super::{Failure, Status};
 use crate::digest::hash_reader;
-use crate::index::{Index, IndexError, MAX_INDEX_BYTES, schema};
+use crate::index::{Index, IndexError, schema};
 
 #[derive(Debug, clap::Args)]
 #[allow(clippy::struct_field_names)]
@@ -104,7 +104,8 @@ fn parse_metric(s: &str) -> Result<(String, f64), String> {
 }
 
 pub(super) fn run(args: &Args) -> Result<Status, Failure> {
-    let file = File::open(&args.file).map_err(|e| {
+    // A regular file only: a FIFO named as the model file is refused, not read into a hang.
+    let file = crate::fsx::open_regular(&args.file).map_err(|e| {
         Failure::new(
             Status::NoInput,
             anyhow::anyhow!("{}: cannot read the model file: {e}", args.file.display()),
@@ -183,11 +184,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
 }
 
 fn read_document(path: &Path) -> Result<Value, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Failure::from(IndexError::Read { path: path.to_owned(), source }))?;
-    if text.len() as u64 > MAX_INDEX_BYTES {
-        return Err(IndexError::TooLarge { path: path.to_owned(), size: text.len() as u64 }.into());
-    }
+    let text = crate::index::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| IndexError::syntax(path, &e).into())
 }
 

@@ -24,6 +24,9 @@ struct Report {
     daemon_pid: Option<u32>,
     /// The daemon's last `STATUS=` line.
     daemon_status: Option<String>,
+    /// Why the state file could not be read (the rows then say only what the disk says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_file_error: Option<String>,
     models: Vec<Row>,
 }
 
@@ -43,7 +46,15 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let (config, index) = args.config.load()?;
     let plan = plan(&config, &index)?;
     let layout = Layout::new(&config);
-    let file = StateFile::read(&config.store_dir);
+    // A state file that cannot be read (a FIFO or a device planted there, garbage) is named in
+    // a warning; the disk still says what is published.
+    let (file, state_file_error) = match StateFile::read(&config.store_dir) {
+        Ok(file) => (file, None),
+        Err(e) => {
+            tracing::warn!("{e}; showing only what the disk says");
+            (None, Some(e))
+        }
+    };
     let daemon_pid = file.as_ref().map(|f| f.pid).filter(|pid| alive(*pid));
     let rows: Vec<Row> = plan
         .items
@@ -73,6 +84,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let report = Report {
         daemon_pid,
         daemon_status: file.filter(|_| daemon_pid.is_some()).map(|f| f.status),
+        state_file_error,
         models: rows,
     };
     if args.json {

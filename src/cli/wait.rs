@@ -39,6 +39,8 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     }
     let layout = Layout::new(&config);
     let started = Instant::now();
+    // The last unreadable state file warned about: once, not every poll.
+    let mut warned: Option<String> = None;
     loop {
         let missing: Vec<&Item> =
             wanted.iter().copied().filter(|item| layout.state(item) != State::Published).collect();
@@ -46,7 +48,16 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
             println!("{} models ready", wanted.len());
             return Ok(Status::Success);
         }
-        if let Some(file) = StateFile::read(&config.store_dir) {
+        // Never blocks: a FIFO or a device at the state file's name is refused at once (the wait
+        // goes on, on what the disk says, until its timeout).
+        let file = StateFile::read(&config.store_dir).unwrap_or_else(|e| {
+            if warned.as_ref() != Some(&e) {
+                tracing::warn!("{e}; waiting on what the disk says");
+                warned = Some(e);
+            }
+            None
+        });
+        if let Some(file) = file {
             for item in &missing {
                 if let Some(m) = file.models.get(item.id.as_str())
                     && m.sha256 == item.sha256.as_str()

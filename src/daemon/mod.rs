@@ -347,7 +347,7 @@ async fn model_task(
 async fn rehash_one(engine: &Engine, item: &Item) {
     let (layout, item) = (engine.layout().clone(), item.clone());
     let _ = tokio::task::spawn_blocking(move || {
-        let good = std::fs::File::open(&item.blob_path)
+        let good = crate::fsx::open_regular(&item.blob_path)
             .and_then(crate::digest::hash_reader)
             .is_ok_and(|(sha256, size)| sha256 == item.sha256 && size == item.size_bytes);
         if good {

@@ -91,8 +91,19 @@ impl StateFile {
         store_dir.join(STATE_DIR).join("state.json")
     }
 
-    pub fn read(store_dir: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(Self::path(store_dir)).ok()?).ok()
+    /// The state file of the daemon on `store_dir`: `None` when there is none; an error naming
+    /// the file when it is not a regular file of at most 64 MiB (a FIFO or a device there is
+    /// refused at once, never read into a hang), or not a state file.
+    pub fn read(store_dir: &Path) -> Result<Option<Self>, String> {
+        let path = Self::path(store_dir);
+        let bytes = match fsx::read_bounded(&path, fsx::STATE) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("the state file {}: {e}", path.display())),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("the state file {}: not a state file: {e}", path.display()))
     }
 
     pub fn write(&self, store_dir: &Path) -> std::io::Result<()> {

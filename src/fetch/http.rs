@@ -55,8 +55,8 @@ impl Http {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let extra = match &config.ca_file {
             Some(ca_file) => {
-                let pem =
-                    std::fs::read(ca_file).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+                let pem = crate::fsx::read_bounded(ca_file, crate::fsx::CA_FILE)
+                    .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
                 reqwest::Certificate::from_pem_bundle(&pem)
                     .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?
             }

@@ -9,7 +9,7 @@ pub(crate) mod pace;
 pub mod ranges;
 pub mod retry;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 pub use error::{FetchError, Kind};
@@ -292,10 +292,29 @@ impl Attempt<'_> {
     }
 
     /// Copies from a `file://` mirror through the same verifying pipeline.
-    async fn copy_local(&mut self, source: &PathBuf) -> Result<(), FetchError> {
+    async fn copy_local(&mut self, source: &Path) -> Result<(), FetchError> {
         let _slot = self.http.download_permit().await;
-        let mut file = match tokio::fs::File::open(source).await {
-            Ok(file) => file,
+        // A regular file only: a FIFO or a device at the blob's name fails this origin at once
+        // (the next is tried), never blocking the open or reading without end.
+        let opened = {
+            let source = source.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::fsx::open_regular(&source))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        let mut file = match opened {
+            Ok(file) => match file.metadata() {
+                // Of another size: refused before a byte is copied.
+                Ok(meta) if meta.len() != self.expected.size => {
+                    return Err(FetchError::integrity(format!(
+                        "{}: {} bytes, but the file is {} bytes",
+                        source.display(),
+                        meta.len(),
+                        self.expected.size
+                    )));
+                }
+                _ => tokio::fs::File::from_std(file),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(FetchError::permanent(format!("{}: not in the mirror", source.display())));
             }

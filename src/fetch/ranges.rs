@@ -332,10 +332,9 @@ fn requests(on_disk: &RangeSet<u64>, size: u64, chunk: u64) -> VecDeque<(u64, u6
 /// partial file is whole-size; otherwise none, with a fresh sidecar and an empty, preallocated
 /// partial file (sidecar first, so a whole-size partial never stands without one).
 fn resume_or_start(partial: &Path, sidecar_file: &Path, expected: &Expected) -> io::Result<RangeSet<u64>> {
-    let existing: Option<Sidecar> = fsx::open_nofollow(sidecar_file)
+    let existing: Option<Sidecar> = fsx::read_bounded_nofollow(sidecar_file, fsx::SIDECAR)
         .ok()
-        .and_then(|file| std::io::read_to_string(file).ok())
-        .and_then(|text| serde_json::from_str(&text).ok());
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     if let Some(sidecar) = existing
         && sidecar.sha256 == expected.sha256.as_str()
         && sidecar.size == expected.size

@@ -20,7 +20,7 @@ pub use model::{Artifact, Entry, ModelId};
 pub use source::{HubFile, Source, SourceError};
 
 /// Index files larger than this are refused before parsing (a real index is kilobytes).
-pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+pub const MAX_INDEX_BYTES: u64 = crate::fsx::INDEX.bytes;
 
 /// One problem at one place in the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +66,8 @@ impl fmt::Display for Located {
 pub enum IndexError {
     #[error("{}: cannot read the index: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: the index is {size} bytes, more than the {MAX_INDEX_BYTES} accepted", path.display())]
-    TooLarge { path: PathBuf, size: u64 },
+    #[error("{}: the index is {}, more than the {MAX_INDEX_BYTES} accepted (64 MiB, the limit for an index)", path.display(), size.map_or_else(|| "larger".to_owned(), |s| format!("{s} bytes")))]
+    TooLarge { path: PathBuf, size: Option<u64> },
     #[error("{}:{line}:{column}: not valid JSON: {message}", path.display())]
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{} is not a valid index ({}):\n{}", path.display(), count(problems.len(), "problem"), list(problems))]
@@ -95,31 +95,22 @@ pub struct Index {
     stubs: Vec<Vec<StubField>>,
 }
 
+/// The text of the index file at `path`: a regular file (a FIFO or a device is refused, never
+/// read) of at most [`MAX_INDEX_BYTES`] (a larger one is refused unread, or when it grows past
+/// that while it is read).
+pub fn read_text(path: &Path) -> Result<String, IndexError> {
+    crate::fsx::read_bounded_string(path, crate::fsx::INDEX).map_err(|source| {
+        match crate::fsx::cause::<crate::fsx::TooLarge>(&source) {
+            Some(too_large) => IndexError::TooLarge { path: path.to_owned(), size: too_large.size },
+            None => IndexError::Read { path: path.to_owned(), source },
+        }
+    })
+}
+
 impl Index {
     /// Reads and validates the index at `path`.
     pub fn load(path: &Path) -> Result<Self, IndexError> {
-        use std::io::Read;
-        let read_err = |source| IndexError::Read { path: path.to_owned(), source };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if !meta.is_file() {
-            let e = std::io::Error::other("not a regular file");
-            return Err(read_err(e));
-        }
-        if meta.len() > MAX_INDEX_BYTES {
-            return Err(IndexError::TooLarge { path: path.to_owned(), size: meta.len() });
-        }
-        // Bounded even if the file grows while it is read.
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .map_err(read_err)?
-            .take(MAX_INDEX_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_err)?;
-        if bytes.len() as u64 > MAX_INDEX_BYTES {
-            return Err(IndexError::TooLarge { path: path.to_owned(), size: bytes.len() as u64 });
-        }
-        let text = String::from_utf8(bytes)
-            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error())))?;
+        let text = read_text(path)?;
         Self::parse(path, &text)
     }
 

@@ -2,9 +2,11 @@
 //! released by the kernel when the process ends however it ends, so a crash leaves no stale
 //! lock. The holder's pid is written into the file for the error message of the second one.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use crate::fsx;
 
 /// Held locks; dropping releases them.
 #[derive(Debug)]
@@ -36,13 +38,14 @@ fn lock_one(path: &Path) -> Result<File, LockError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+    // A regular file, not through a symlink: a link planted here would have the truncation
+    // below empty its target, and a FIFO would block the open.
+    let mut file = fsx::open_regular_rw(path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            let text = fsx::read_file_bounded(file, fsx::LOCK).unwrap_or_default();
+            let holder = String::from_utf8_lossy(&text);
             let holder = holder.trim();
             let holder = if holder.is_empty() { "unknown" } else { holder }.to_owned();
             return Err(LockError::Held { path: path.to_owned(), holder });
@@ -68,5 +71,25 @@ mod tests {
         assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
         drop(first);
         CacheLock::acquire(&[path]).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_or_a_symlink_at_the_lock_is_refused_at_once() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.lock");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let err = CacheLock::acquire(&[fifo]).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO"), "{err}");
+        // A link to a file of the user's: never truncated through.
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep").unwrap();
+        let link = dir.path().join("link.lock");
+        std::os::unix::fs::symlink(&precious, &link).unwrap();
+        let err = CacheLock::acquire(&[link]).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
     }
 }

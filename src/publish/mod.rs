@@ -117,7 +117,7 @@ impl Layout {
                 let repo = self.cache_dir.join(hub.cache_folder());
                 let snapshot = repo.join("snapshots").join(commit).join(&hub.path);
                 let ref_ok = hub.revision == commit
-                    || std::fs::read_to_string(repo.join("refs").join(&hub.revision))
+                    || fsx::read_bounded_string(&repo.join("refs").join(&hub.revision), fsx::REF)
                         .is_ok_and(|c| c == commit);
                 points_at(&snapshot, &snapshot_target(&hub.path, item.sha256.as_str())) && ref_ok
             }
@@ -154,7 +154,7 @@ impl Layout {
                     // Last: a reader that finds the ref finds the snapshot and the blob.
                     let reference = repo.join("refs").join(&hub.revision);
                     fsx::ensure_dir_within(&self.cache_dir, reference.parent().unwrap_or(&repo))?;
-                    if std::fs::read_to_string(&reference).ok().as_deref() != Some(commit) {
+                    if fsx::read_bounded_string(&reference, fsx::REF).ok().as_deref() != Some(commit) {
                         fsx::write_atomic(&reference, commit.as_bytes())?;
                     }
                 }

@@ -49,8 +49,10 @@ impl Stamp {
         })
     }
 
+    /// The stamp at `path`, if it is a regular file of at most 64 KiB that holds one (anything
+    /// else is no stamp: the blob is hashed again).
     pub fn read(path: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        serde_json::from_slice(&fsx::read_bounded(path, fsx::STAMP).ok()?).ok()
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per concern, all driving the real
 //! `models-fetch` executable.
 
+mod bounded;
 mod config;
 mod crash;
 mod daemon;
