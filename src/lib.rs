@@ -14,6 +14,8 @@ pub mod digest;
 pub mod fetch;
 pub mod fsx;
 pub mod index;
+pub mod item;
+pub mod layout;
 pub mod plan;
 pub mod publish;
 pub mod report;

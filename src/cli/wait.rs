@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use super::{ConfigArg, Failure, Status};
 use crate::daemon::state::StateFile;
-use crate::plan::{Item, plan};
-use crate::publish::{Layout, State};
+use crate::item::Item;
+use crate::layout::Layout;
+use crate::plan::plan;
+use crate::publish::{self, State};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -41,12 +43,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let started = Instant::now();
     loop {
         let missing: Vec<&Item> =
-            wanted.iter().copied().filter(|item| layout.state(item) != State::Published).collect();
+            wanted.iter().copied().filter(|item| publish::state(&layout, item) != State::Published).collect();
         if missing.is_empty() {
             println!("{} models ready", wanted.len());
             return Ok(Status::Success);
         }
-        if let Some(file) = StateFile::read(&config.store_dir) {
+        if let Some(file) = StateFile::read(&layout.state_file()) {
             for item in &missing {
                 if let Some(m) = file.models.get(item.id.as_str())
                     && m.sha256 == item.sha256.as_str()

@@ -19,11 +19,12 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError};
 use crate::fetch::Kind;
 use crate::index::{Index, IndexError};
-use crate::plan::{Item, PlanErrors, plan};
+use crate::item::Item;
+use crate::layout::Layout;
+use crate::plan::{PlanErrors, plan};
 use crate::publish::lock::{CacheLock, LockError};
-use crate::publish::{Layout, State};
-use crate::report::Reporter;
-use crate::sync::{Engine, Outcome};
+use crate::publish::{self, State};
+use crate::sync::{Engine, Outcome, Reporter};
 use notify::Notifier;
 use state::{ModelState, Phase, StateFile, metrics, status_line, unix_now};
 
@@ -121,9 +122,29 @@ impl TaskSettings {
     }
 }
 
+/// What a model task is for: the item (what to fetch, what it must hash to) and the layout
+/// (where it goes). A reload keeps a running task only when its key compares equal, a derived
+/// comparison, so no field can be left out of the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TaskKey {
+    item: Item,
+    layout: Layout,
+}
+
+impl TaskKey {
+    fn new(item: &Item, layout: &Layout) -> Self {
+        Self { item: item.clone(), layout: layout.clone() }
+    }
+
+    /// Whether the task for this key keeps running under a plan of `items` placed by `layout`.
+    fn kept(&self, items: &[Item], layout: &Layout) -> bool {
+        items.iter().any(|item| *self == Self::new(item, layout))
+    }
+}
+
 /// A running model task and what it was started for.
 struct Task {
-    item: Item,
+    key: TaskKey,
     handle: JoinHandle<()>,
 }
 
@@ -134,14 +155,13 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     let mut generation = Generation::load(&config_path, &shared)?;
     let mut layout = generation.engine.layout().clone();
     let mut lock = CacheLock::acquire(&layout.lock_paths())?;
-    layout
-        .prepare()
-        .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", layout.cache_dir.display())))?;
+    publish::prepare(&layout)
+        .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", layout.cache_dir().display())))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
 
-    layout.sweep(&generation.items);
+    publish::sweep(&layout, &generation.items);
     reset_models(&shared, &layout, &generation.items);
     let started_at = unix_now();
     let status = status_line(&shared.models.lock().expect("models lock"));
@@ -179,13 +199,13 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
                                     continue;
                                 }
                             }
-                            if let Err(e) = next_layout.prepare() {
+                            if let Err(e) = publish::prepare(&next_layout) {
                                 reload_failed(&notifier, &shared, &e.to_string());
                                 continue;
                             }
                         }
                         layout = next_layout;
-                        layout.sweep(&next.items);
+                        publish::sweep(&layout, &next.items);
                         apply(&mut tasks, &next, &shared, &layout);
                         generation = next;
                         settings.send_replace(TaskSettings::of(&generation));
@@ -225,9 +245,11 @@ fn reset_models(shared: &Shared, layout: &Layout, items: &[Item]) {
     let old = std::mem::take(&mut *models);
     for item in items {
         let id = item.id.to_string();
-        let kept = old.get(&id).filter(|m| m.sha256 == item.sha256.as_str() && m.path == item.store_path);
-        let model =
-            kept.cloned().unwrap_or_else(|| ModelState::new(item, layout.state(item) == State::Published));
+        let path = layout.store_path(item);
+        let kept = old.get(&id).filter(|m| m.sha256 == item.sha256.as_str() && m.path == path);
+        let model = kept
+            .cloned()
+            .unwrap_or_else(|| ModelState::new(item, path, publish::state(layout, item) == State::Published));
         models.insert(id, model);
     }
 }
@@ -235,15 +257,8 @@ fn reset_models(shared: &Shared, layout: &Layout, items: &[Item]) {
 /// Applies a new generation: tasks whose model is gone or changed are stopped; the others keep
 /// running (a download in flight is not interrupted).
 fn apply(tasks: &mut HashMap<String, Task>, next: &Generation, shared: &Shared, layout: &Layout) {
-    tasks.retain(|id, task| {
-        let same = next.items.iter().any(|item| {
-            item.id.as_str() == id
-                && item.sha256 == task.item.sha256
-                && item.store_path == task.item.store_path
-                && item.blob_path == task.item.blob_path
-                && item.source == task.item.source
-                && item.chakra == task.item.chakra
-        });
+    tasks.retain(|_, task| {
+        let same = task.key.kept(&next.items, layout);
         if !same {
             task.handle.abort();
         }
@@ -265,12 +280,13 @@ fn spawn_missing(
     shared: &Arc<Shared>,
     settings: &tokio::sync::watch::Sender<Arc<TaskSettings>>,
 ) {
+    let layout = generation.engine.layout();
     for item in &generation.items {
         if tasks.contains_key(item.id.as_str()) {
             continue;
         }
         let handle = tokio::spawn(model_task(item.clone(), shared.clone(), settings.subscribe()));
-        tasks.insert(item.id.to_string(), Task { item: item.clone(), handle });
+        tasks.insert(item.id.to_string(), Task { key: TaskKey::new(item, layout), handle });
     }
 }
 
@@ -347,7 +363,7 @@ async fn model_task(
 async fn rehash_one(engine: &Engine, item: &Item) {
     let (layout, item) = (engine.layout().clone(), item.clone());
     let _ = tokio::task::spawn_blocking(move || {
-        let good = std::fs::File::open(&item.blob_path)
+        let good = std::fs::File::open(layout.blob(&item))
             .and_then(crate::digest::hash_reader)
             .is_ok_and(|(sha256, size)| sha256 == item.sha256 && size == item.size_bytes);
         if good {
@@ -355,7 +371,7 @@ async fn rehash_one(engine: &Engine, item: &Item) {
         } else {
             tracing::error!(model_id = %item.id, sha256 = %item.sha256, error_kind = Kind::Integrity.name(),
                 "re-hash: the published file changed on disk; fetching it again");
-            let _ = std::fs::remove_file(layout.stamp(item.sha256.as_str()));
+            let _ = std::fs::remove_file(layout.stamp(&item));
         }
     })
     .await;
@@ -385,7 +401,7 @@ fn publish_state(
         status: status.clone(),
         models,
     };
-    if let Err(e) = file.write(&generation.config.store_dir) {
+    if let Err(e) = file.write(&generation.engine.layout().state_file()) {
         tracing::warn!("cannot write the state file: {e}");
     }
     if let Some(path) = &generation.config.metrics_file
