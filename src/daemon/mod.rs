@@ -418,3 +418,74 @@ fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, Mod
             ia == ib && ma.state == mb.state && ma.bytes == mb.bytes && ma.last_error == mb.last_error
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{HubFile, Source};
+
+    fn layout_at(cache: &str, store: &str) -> Layout {
+        let text = format!("index = \"/i.json\"\ncache_dir = \"{cache}\"\nstore_dir = \"{store}\"\n");
+        Layout::new(&Config::parse(Path::new("/c.toml"), &text).expect("config"))
+    }
+
+    fn item() -> Item {
+        Item {
+            id: serde_json::from_str("\"m-1\"").expect("id"),
+            version: "1.0.0".into(),
+            chakra: "ajna".into(),
+            source: Source::Hub(HubFile {
+                endpoint: "https://huggingface.co".into(),
+                repo: "org/name".into(),
+                revision: "main".into(),
+                path: "model.bin".into(),
+            }),
+            sha256: "ab".repeat(32).parse().expect("sha256"),
+            size_bytes: 10,
+            filename: "model.bin".into(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_task_keeps_running() {
+        let (item, layout) = (item(), layout_at("/cache", "/store"));
+        let key = TaskKey::new(&item, &layout);
+        assert!(key.kept(std::slice::from_ref(&item), &layout));
+        assert!(!key.kept(&[], &layout), "a model no longer deployed stops");
+    }
+
+    /// Every field of the task changes the decision. The destructuring names every field of
+    /// `Item` without `..`: a field added to it does not compile here until it is listed.
+    #[test]
+    fn changing_any_field_of_the_task_restarts_it() {
+        let (base, layout) = (item(), layout_at("/cache", "/store"));
+        let key = TaskKey::new(&base, &layout);
+        let Item { id: _, version: _, chakra: _, source: _, sha256: _, size_bytes: _, filename: _ } = &base;
+        let mut changed: Vec<(&str, Item)> = Vec::new();
+        let mut change = |field, edit: fn(&mut Item)| {
+            let mut item = base.clone();
+            edit(&mut item);
+            changed.push((field, item));
+        };
+        change("id", |i| i.id = serde_json::from_str("\"m-2\"").expect("id"));
+        change("version", |i| i.version = "1.0.1".into());
+        change("chakra", |i| i.chakra = "sahasrara".into());
+        change("source", |i| i.source = Source::Url("https://example.org/model.bin".into()));
+        change("source revision", |i| {
+            if let Source::Hub(hub) = &mut i.source {
+                hub.revision = "v2".into();
+            }
+        });
+        change("sha256", |i| i.sha256 = "cd".repeat(32).parse().expect("sha256"));
+        change("size_bytes", |i| i.size_bytes = 11);
+        change("filename", |i| i.filename = "other.bin".into());
+        for (field, item) in &changed {
+            assert!(!key.kept(std::slice::from_ref(item), &layout), "a changed {field} kept the task");
+        }
+        for (what, moved) in
+            [("cache_dir", layout_at("/cache2", "/store")), ("store_dir", layout_at("/cache", "/s2"))]
+        {
+            assert!(!key.kept(std::slice::from_ref(&base), &moved), "a changed {what} kept the task");
+        }
+    }
+}
