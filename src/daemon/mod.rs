@@ -6,6 +6,7 @@
 
 pub mod notify;
 pub mod state;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,8 @@ use crate::publish::lock::{CacheLock, LockError};
 use crate::publish::{self, State};
 use crate::sync::{Engine, Outcome, Reporter};
 use notify::Notifier;
-use state::{ModelState, Phase, StateFile, metrics, status_line, unix_now};
+use state::{ModelState, Phase, StateFile, status_line, unix_now};
+use writer::{Snapshot, Writer};
 
 /// Why the daemon could not start (before READY) or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,8 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     let mut generation = Generation::load(&config_path, &shared)?;
     let mut layout = generation.engine.layout().clone();
     let mut lock = CacheLock::acquire(&layout.lock_paths())?;
+    let writer =
+        Writer::spawn().map_err(|e| DaemonError::Setup(format!("cannot start the state writer: {e}")))?;
     publish::prepare(&layout)
         .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", layout.cache_dir().display())))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Setup(e.to_string()))?;
@@ -184,7 +188,7 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
         tokio::select! {
             _ = ticker.tick() => {
                 heartbeat.fetch_add(1, Ordering::Relaxed);
-                publish_state(&shared, &generation, &notifier, started_at, &mut last_written);
+                publish_state(&shared, &generation, &notifier, &writer, started_at, &mut last_written);
             }
             _ = hangup.recv() => {
                 notifier.reloading();
@@ -233,7 +237,9 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
         }
     })
     .await;
-    publish_state(&shared, &generation, &notifier, started_at, &mut None);
+    publish_state(&shared, &generation, &notifier, &writer, started_at, &mut None);
+    // The last state is on disk before the lock is given up and the process ends.
+    let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     drop(lock);
     Ok(())
 }
@@ -377,11 +383,12 @@ async fn rehash_one(engine: &Engine, item: &Item) {
     .await;
 }
 
-/// Sends STATUS and writes the state and metrics files when something changed.
+/// Sends STATUS and hands the state and metrics files to the writer when something changed.
 fn publish_state(
     shared: &Shared,
     generation: &Generation,
     notifier: &Arc<dyn Notifier>,
+    writer: &Writer,
     started_at: u64,
     last: &mut Option<(String, BTreeMap<String, ModelState>)>,
 ) {
@@ -399,17 +406,14 @@ fn publish_state(
         started_at,
         updated_at: unix_now(),
         status: status.clone(),
-        models,
+        models: models.clone(),
     };
-    if let Err(e) = file.write(&generation.engine.layout().state_file()) {
-        tracing::warn!("cannot write the state file: {e}");
-    }
-    if let Some(path) = &generation.config.metrics_file
-        && let Err(e) = crate::fsx::write_atomic(path, metrics(&file.models).as_bytes())
-    {
-        tracing::warn!(metrics_file = %path.display(), "cannot write the metrics file: {e}");
-    }
-    *last = Some((status, file.models));
+    writer.send(Snapshot {
+        file,
+        state_path: generation.engine.layout().state_file(),
+        metrics_path: generation.config.metrics_file.clone(),
+    });
+    *last = Some((status, models));
 }
 
 fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, ModelState>) -> bool {
