@@ -18,12 +18,10 @@
 use std::path::{Component, Path};
 use std::time::{Duration, UNIX_EPOCH};
 
-use models_fetch::config::{Config, ConfigError};
-use models_fetch::fetch::http::{content_range_is, content_range_matches, normalize_etag};
-use models_fetch::fetch::retry::{MAX_DELAY, Policy, parse_rate_limit, parse_retry_after};
-use models_fetch::index::{Index, Source, unsafe_path_reason};
-use models_fetch::layout::Layout;
-use models_fetch::secret::redact;
+use models_fetch::fuzzing::{
+    Config, ConfigError, Index, Layout, MAX_DELAY, Policy, Source, content_range_is, content_range_matches,
+    normalize_etag, parse_rate_limit, parse_retry_after, plan, redact, unsafe_path_reason,
+};
 use reqwest::header::HeaderValue;
 
 /// A property check of one target: panics when a property does not hold for the input.
@@ -210,7 +208,7 @@ fn config_with(index: &Index, endpoint: &str) -> Option<Config> {
 /// folder), its snapshot and ref in its repository's folder, and its stable path beneath
 /// `{store}/{id}/`, with plain names only.
 fn plan_inside(index: &Index, config: &Config) {
-    let Ok(plan) = models_fetch::plan::plan(config, index) else { return };
+    let Ok(plan) = plan(config, index) else { return };
     let layout = Layout::new(config);
     for item in &plan.items {
         let id = item.id.as_str();
