@@ -99,6 +99,7 @@ pub const REF: Limit = Limit { bytes: 4 << 10, what: "a Hub ref" };
 pub const LOCK: Limit = Limit { bytes: 4 << 10, what: "a lock file" };
 
 /// Every limit, for the documentation's table and its test.
+#[cfg(test)]
 pub const LIMITS: [Limit; 9] = [CONFIG, INDEX, TOKEN, CA_FILE, STATE, STAMP, SIDECAR, REF, LOCK];
 
 /// What a path names when it is not a regular file.

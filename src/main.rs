@@ -1,9 +1,6 @@
-//! The `models-fetch` command: parse the arguments, run the subcommand, map the outcome to an
-//! exit status (sysexits, see `cli::Status`).
+//! The `models-fetch` command; everything but the process setup is `models_fetch::run`.
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 fn main() -> ExitCode {
     // A closed stdout (`models-fetch plan | head`) ends the process quietly, as for other
@@ -12,12 +9,5 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = models_fetch::cli::Cli::parse();
-    match cli.run() {
-        Ok(status) => status.into(),
-        Err(failure) => {
-            eprintln!("models-fetch: {failure:#}");
-            failure.status().into()
-        }
-    }
+    models_fetch::run()
 }

@@ -1,39 +1,17 @@
-//! The plan: which models to deploy, where each comes from, what it must hash to, and where it
-//! is published. Pure: it reads only the config and the index, never the network or the disk.
+//! The plan: which models to deploy, where each comes from and what it must hash to (where each
+//! is published is the layout's to say). Pure: it reads only the config and the index, never
+//! the network or the disk.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::PathBuf;
-
-use serde::Serialize;
 
 use crate::config::Config;
-use crate::digest::Sha256Hex;
-use crate::index::{Entry, Index, ModelId, Source, SourceError, StubField, schema};
-use crate::publish;
-
-/// One model to put on disk.
-#[derive(Debug, Clone, Serialize)]
-pub struct Item {
-    pub id: ModelId,
-    pub version: String,
-    pub chakra: String,
-    #[serde(serialize_with = "source_url")]
-    pub source: Source,
-    pub sha256: Sha256Hex,
-    pub size_bytes: u64,
-    /// The file in the download cache, named by its sha256 (the Hub cache's blob for Hub files).
-    pub blob_path: PathBuf,
-    /// The stable path consumers read: `<store_dir>/<id>/<filename>`.
-    pub store_path: PathBuf,
-}
-
-fn source_url<S: serde::Serializer>(source: &Source, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&source.url())
-}
+use crate::index::{Entry, Index, Source, SourceError, StubField, schema};
+use crate::item::Item;
+use crate::layout::Layout;
 
 /// Every model to deploy, in the order the config names them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub items: Vec<Item>,
 }
@@ -145,6 +123,7 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
     if wanted.is_empty() {
         errors.push(PlanError::Empty);
     }
+    let reserved = Layout::new(config).reserved_names();
     let mut items = Vec::new();
     for (id, _) in wanted {
         let Some(entry) = index.get(id) else {
@@ -153,7 +132,7 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
             errors.push(PlanError::UnknownModel { id: id.to_owned(), known });
             continue;
         };
-        if reserved_names(config).iter().any(|r| r == id) {
+        if reserved.iter().any(|r| r == id) {
             errors.push(PlanError::ReservedId { id: id.to_owned() });
             continue;
         }
@@ -174,35 +153,14 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
     }
 }
 
-/// Names inside `store_dir` that a model directory must not take: the chakra links, and the
-/// cache directory when it lies directly inside `store_dir` (as with the defaults).
-fn reserved_names(config: &Config) -> Vec<String> {
-    let mut names = vec![publish::BY_CHAKRA.to_owned()];
-    if let Ok(inside) = config.cache_dir.strip_prefix(&config.store_dir)
-        && let Some(first) = inside.components().next()
-    {
-        names.push(first.as_os_str().to_string_lossy().into_owned());
-    }
-    names
-}
-
 fn item(config: &Config, entry: &Entry) -> Result<Item, SourceError> {
-    let source = Source::of(entry, &config.endpoint)?;
-    let sha256 = entry.artifact.sha256.clone();
-    let blob_path = match &source {
-        Source::Hub(hub) => config.cache_dir.join(hub.cache_folder()).join("blobs"),
-        // Not a Hub file: kept out of the Hub cache, whose scanner would flag it.
-        Source::Url(_) => config.store_dir.join(publish::STATE_DIR).join("blobs"),
-    }
-    .join(sha256.as_str());
     Ok(Item {
         id: entry.id.clone(),
         version: entry.version.clone(),
         chakra: entry.chakra.clone(),
-        source,
-        sha256,
+        source: Source::of(entry, &config.endpoint)?,
+        sha256: entry.artifact.sha256.clone(),
         size_bytes: entry.artifact.size_bytes,
-        blob_path,
-        store_path: config.store_dir.join(entry.id.as_str()).join(&entry.artifact.filename),
+        filename: entry.artifact.filename.clone(),
     })
 }

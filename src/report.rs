@@ -1,5 +1,6 @@
 //! Reporting progress and outcomes: progress bars on a terminal, plain periodic lines
-//! otherwise, and the final summary table. The engine sees only the `Reporter` trait.
+//! otherwise, and the final summary table: the terminal's side of the engine's `Reporter`
+//! trait (`crate::sync`), which knows nothing of this module.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,18 +10,9 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::plan::Item;
-use crate::sync::Outcome;
-
-/// What the engine tells about each model.
-pub trait Reporter: Send + Sync {
-    /// A download of `item` begins.
-    fn started(&self, item: &Item);
-    /// `position` bytes of `item` are in its partial file.
-    fn progress(&self, item: &Item, position: u64);
-    /// `item` is done, one way or the other.
-    fn finished(&self, item: &Item, outcome: &Outcome);
-}
+use crate::item::Item;
+use crate::layout::Layout;
+use crate::sync::{Outcome, Reporter};
 
 /// A reporter for the terminal when stderr is one, plain lines otherwise.
 pub fn for_stderr() -> Box<dyn Reporter> {
@@ -135,13 +127,15 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
 }
 
 /// The final table: one row per model.
-pub fn summary(items: &[Item], outcomes: &[Outcome]) -> String {
+pub fn summary(layout: &Layout, items: &[Item], outcomes: &[Outcome]) -> String {
     let width = items.iter().map(|i| i.id.as_str().len()).max().unwrap_or(5).max(5);
     let mut out = format!("{:width$}  {:9}  {:>10}  {}\n", "model", "state", "size", "path / reason");
     for (item, outcome) in items.iter().zip(outcomes) {
         let (state, detail) = match outcome {
-            Outcome::Published { fetched: None } => ("ready", item.store_path.display().to_string()),
-            Outcome::Published { fetched: Some(_) } => ("fetched", item.store_path.display().to_string()),
+            Outcome::Published { fetched: None } => ("ready", layout.store_path(item).display().to_string()),
+            Outcome::Published { fetched: Some(_) } => {
+                ("fetched", layout.store_path(item).display().to_string())
+            }
             Outcome::Failed { reason, .. } => ("FAILED", reason.clone()),
         };
         let _ =

@@ -36,6 +36,7 @@ impl Token {
     }
 
     /// The token's text, for tests that must assert it appears nowhere.
+    #[cfg(test)]
     pub fn expose_for_tests(&self) -> &str {
         &self.0
     }

@@ -14,9 +14,10 @@ use crate::config::Config;
 use crate::digest::hash_reader;
 use crate::fetch::{self, FetchError, Http, Kind, Origin, retry};
 use crate::index::Source;
-use crate::plan::{Item, Plan};
-use crate::publish::{Layout, State};
-use crate::report::Reporter;
+use crate::item::Item;
+use crate::layout::Layout;
+use crate::plan::Plan;
+use crate::publish::{self, State};
 use crate::secret::{Token, TokenError};
 use crate::verify::Expected;
 
@@ -26,6 +27,17 @@ const MAX_MODELS_IN_FLIGHT: usize = 64;
 const SPACE_MARGIN: u64 = 16 << 20;
 /// The credential name the NixOS unit loads the token under (`LoadCredential=hf-token:...`).
 pub const TOKEN_CREDENTIAL: &str = "hf-token";
+
+/// What the engine tells about each model, as it goes: the terminal's progress bars and lines
+/// (`crate::report`) and the daemon's state implement it.
+pub trait Reporter: Send + Sync {
+    /// A download of `item` begins.
+    fn started(&self, item: &Item);
+    /// `position` bytes of `item` are in its partial file.
+    fn progress(&self, item: &Item, position: u64);
+    /// `item` is done, one way or the other.
+    fn finished(&self, item: &Item, outcome: &Outcome);
+}
 
 /// How one model ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,15 +109,15 @@ impl Engine {
     /// Brings every model of `plan` to published, as far as it can; one outcome per item, in
     /// plan order.
     pub async fn sync(&self, plan: &Plan) -> Vec<Outcome> {
-        if let Err(e) = self.layout.prepare() {
-            let reason = format!("cannot create {}: {e}", self.layout.cache_dir.display());
+        if let Err(e) = publish::prepare(&self.layout) {
+            let reason = format!("cannot create {}: {e}", self.layout.cache_dir().display());
             return plan
                 .items
                 .iter()
                 .map(|_| Outcome::Failed { kind: Kind::Local, reason: reason.clone() })
                 .collect();
         }
-        self.layout.sweep(&plan.items);
+        publish::sweep(&self.layout, &plan.items);
         futures_util::stream::iter(&plan.items)
             .map(|item| async move {
                 let outcome = self.bring(item).await;
@@ -131,7 +143,7 @@ impl Engine {
                 bytes = f.transferred,
                 duration_ms = u64::try_from(f.elapsed.as_millis()).unwrap_or(u64::MAX),
                 source = %f.origin,
-                "published {} ({} bytes verified)", item.store_path.display(), item.size_bytes
+                "published {} ({} bytes verified)", self.layout.store_path(item).display(), item.size_bytes
             ),
             Outcome::Published { fetched: None } => {
                 tracing::debug!(sha256 = %item.sha256, "already published and intact");
@@ -145,7 +157,7 @@ impl Engine {
 
     async fn sync_one(&self, item: &Item) -> Outcome {
         let blob_lock =
-            self.blobs.lock().expect("blobs lock").entry(item.blob_path.clone()).or_default().clone();
+            self.blobs.lock().expect("blobs lock").entry(self.layout.blob(item)).or_default().clone();
         let _blob = blob_lock.lock().await;
         match self.reuse(item).await {
             Ok(true) => return Outcome::Published { fetched: None },
@@ -153,7 +165,7 @@ impl Engine {
             Err(reason) => return Outcome::Failed { kind: Kind::Local, reason },
         }
         let partial = self.layout.partial(item);
-        if let Err(e) = self.layout.prepare_item(item) {
+        if let Err(e) = publish::prepare_item(&self.layout, item) {
             return Outcome::Failed {
                 kind: Kind::Local,
                 reason: format!("cannot create the cache folder: {e}"),
@@ -172,10 +184,10 @@ impl Engine {
             match fetch::fetch(&self.http, &self.policy, &origin, &partial, &expected, &progress).await {
                 Ok(fetched) => {
                     let publish = {
-                        let (layout, item, partial) = (self.layout.clone(), item.clone(), partial.clone());
+                        let (layout, item) = (self.layout.clone(), item.clone());
                         let commit = fetched.commit.clone();
                         tokio::task::spawn_blocking(move || {
-                            layout.publish(&item, &partial, commit.as_deref())
+                            publish::publish(&layout, &item, commit.as_deref())
                         })
                     };
                     return match publish.await {
@@ -225,21 +237,22 @@ impl Engine {
     /// published now, with no network request.
     async fn reuse(&self, item: &Item) -> Result<bool, String> {
         let (layout, item, verify) = (self.layout.clone(), item.clone(), self.verify_existing);
-        tokio::task::spawn_blocking(move || match layout.state(&item) {
+        tokio::task::spawn_blocking(move || match publish::state(&layout, &item) {
             State::Published => Ok(true),
             State::NeedsLinks { commit } => {
-                layout.link(&item, commit.as_deref()).map_err(|e| format!("cannot link: {e}"))?;
+                publish::link(&layout, &item, commit.as_deref()).map_err(|e| format!("cannot link: {e}"))?;
                 Ok(true)
             }
             State::Unverified => {
                 // A file this program did not verify (another tool's download, or changed since):
                 // keep it only when it is the indexed file.
-                if !on_disk_is_indexed(&item, verify)? {
+                if !on_disk_is_indexed(&layout.blob(&item), &item, verify)? {
                     return Ok(false);
                 }
                 let commit = known_commit(&layout, &item);
-                layout.restamp(&item, commit.as_deref()).map_err(|e| format!("cannot stamp: {e}"))?;
-                layout.link(&item, commit.as_deref()).map_err(|e| format!("cannot link: {e}"))?;
+                publish::restamp(&layout, &item, commit.as_deref())
+                    .map_err(|e| format!("cannot stamp: {e}"))?;
+                publish::link(&layout, &item, commit.as_deref()).map_err(|e| format!("cannot link: {e}"))?;
                 Ok(true)
             }
             State::Missing => Ok(false),
@@ -249,21 +262,21 @@ impl Engine {
     }
 }
 
-/// Whether the unstamped file at the blob's name is the indexed one: hashed, or with
+/// Whether the unstamped file at `blob`, the blob's name, is the indexed one: hashed, or with
 /// `verify_checksums = false` trusted by its size.
-fn on_disk_is_indexed(item: &Item, verify: bool) -> Result<bool, String> {
+fn on_disk_is_indexed(blob: &Path, item: &Item, verify: bool) -> Result<bool, String> {
     if !verify {
-        let size = std::fs::metadata(&item.blob_path).map_or(0, |m| m.len());
+        let size = std::fs::metadata(blob).map_or(0, |m| m.len());
         if size == item.size_bytes {
-            tracing::warn!(model_id = %item.id, blob = %item.blob_path.display(),
+            tracing::warn!(model_id = %item.id, blob = %blob.display(),
                 "verify_checksums = false: trusting the file on disk by its size, without hashing it");
         }
         return Ok(size == item.size_bytes);
     }
-    let file = crate::fsx::open_regular(&item.blob_path).map_err(|e| e.to_string())?;
+    let file = crate::fsx::open_regular(blob).map_err(|e| e.to_string())?;
     let (sha256, size) = hash_reader(file).map_err(|e| e.to_string())?;
     if sha256 != item.sha256 || size != item.size_bytes {
-        tracing::warn!(model_id = %item.id, blob = %item.blob_path.display(), %sha256,
+        tracing::warn!(model_id = %item.id, blob = %blob.display(), %sha256,
             "the file at the blob's name is not the indexed one; fetching it again");
         return Ok(false);
     }
@@ -276,8 +289,7 @@ fn known_commit(layout: &Layout, item: &Item) -> Option<String> {
     if hub.revision.len() == 40 && hub.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Some(hub.revision.clone());
     }
-    let reference = layout.cache_dir.join(hub.cache_folder()).join("refs").join(&hub.revision);
-    crate::fsx::read_bounded_string(&reference, crate::fsx::REF).ok().filter(|c| c.len() == 40)
+    crate::fsx::read_bounded_string(&layout.reference(hub), crate::fsx::REF).ok().filter(|c| c.len() == 40)
 }
 
 /// Every origin failed: the outcome names each one's reason; the kind is the gravest.

@@ -18,11 +18,10 @@
 use std::path::{Component, Path};
 use std::time::{Duration, UNIX_EPOCH};
 
-use models_fetch::config::{Config, ConfigError};
-use models_fetch::fetch::http::{content_range_is, content_range_matches, normalize_etag};
-use models_fetch::fetch::retry::{MAX_DELAY, Policy, parse_rate_limit, parse_retry_after};
-use models_fetch::index::{Index, Source, unsafe_path_reason};
-use models_fetch::secret::redact;
+use models_fetch::fuzzing::{
+    Config, ConfigError, Index, Layout, MAX_DELAY, Policy, Source, content_range_is, content_range_matches,
+    normalize_etag, parse_rate_limit, parse_retry_after, plan, redact, unsafe_path_reason,
+};
 use reqwest::header::HeaderValue;
 
 /// A property check of one target: panics when a property does not hold for the input.
@@ -139,7 +138,9 @@ fn check_index(index: &Index, endpoint: &str) {
             artifact.sha256.as_str()
         );
         if let Ok(Source::Hub(hub)) = Source::of(entry, endpoint) {
-            let folder = hub.cache_folder();
+            let repo = Layout::new(&config).hub_repo(&hub);
+            assert_eq!(repo.parent(), Some(Path::new(CACHE)), "cache folder {repo:?}");
+            let folder = repo.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             assert!(!folder.contains('/') && folder != "." && folder != "..", "cache folder {folder:?}");
             assert_safe_relative(&hub.path, "Hub path");
             assert_safe_relative(&hub.revision, "Hub revision");
@@ -203,40 +204,35 @@ fn config_with(index: &Index, endpoint: &str) -> Option<Config> {
     Config::parse(Path::new("/fuzz/config.toml"), &text).ok()
 }
 
-/// Planning every entry puts its blob in the cache (or the state folder) and its stable path
-/// beneath `{store}/{id}/`, with plain names only.
+/// Planning every entry puts its blob, partial file and sidecar in the cache (or the state
+/// folder), its snapshot and ref in its repository's folder, and its stable path beneath
+/// `{store}/{id}/`, with plain names only.
 fn plan_inside(index: &Index, config: &Config) {
-    let Ok(plan) = models_fetch::plan::plan(config, index) else { return };
+    let Ok(plan) = plan(config, index) else { return };
+    let layout = Layout::new(config);
     for item in &plan.items {
         let id = item.id.as_str();
         assert_ne!(id, "by-chakra", "a reserved id was planned");
+        let blob = layout.blob(item);
+        for (path, what) in [(layout.partial(item), "partial file"), (layout.sidecar(item), "sidecar")] {
+            assert_eq!(path.parent(), blob.parent(), "{what} {path:?} is not beside the blob {blob:?}");
+        }
         match &item.source {
             Source::Hub(hub) => {
-                assert_beneath(&item.blob_path, CACHE, "blob path");
-                assert_eq!(
-                    item.blob_path,
-                    Path::new(CACHE).join(hub.cache_folder()).join("blobs").join(item.sha256.as_str()),
-                    "blob path"
-                );
-                let snapshot = Path::new(CACHE)
-                    .join(hub.cache_folder())
-                    .join("snapshots")
-                    .join("0123456789abcdef0123456789abcdef01234567")
-                    .join(&hub.path);
-                assert_beneath(&snapshot, CACHE, "snapshot path");
-                assert_beneath(
-                    &Path::new(CACHE).join(hub.cache_folder()).join("refs").join(&hub.revision),
-                    CACHE,
-                    "ref",
-                );
+                let repo = layout.hub_repo(hub);
+                assert_beneath(&blob, CACHE, "blob path");
+                assert_eq!(blob, repo.join("blobs").join(item.sha256.as_str()), "blob path");
+                let snapshot = layout.snapshot(hub, "0123456789abcdef0123456789abcdef01234567");
+                assert_beneath(&snapshot, &repo.join("snapshots").to_string_lossy(), "snapshot path");
+                assert_beneath(&layout.reference(hub), &repo.join("refs").to_string_lossy(), "ref");
             }
             Source::Url(url) => {
-                assert_beneath(&item.blob_path, &format!("{STORE}/.models-fetch/blobs"), "blob path");
+                assert_beneath(&blob, &format!("{STORE}/.models-fetch/blobs"), "blob path");
                 let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("planned URL {url:?}: {e}"));
                 assert!(matches!(parsed.scheme(), "http" | "https"), "planned URL {url:?}");
             }
         }
-        assert_beneath(&item.store_path, &format!("{STORE}/{id}"), "store path");
+        assert_beneath(&layout.store_path(item), &format!("{STORE}/{id}"), "store path");
     }
 }
 

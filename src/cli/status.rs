@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use super::{ConfigArg, Failure, Status};
 use crate::daemon::state::{ModelState, Phase, StateFile};
+use crate::layout::Layout;
 use crate::plan::plan;
-use crate::publish::{Layout, State};
+use crate::publish::{self, State};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -48,7 +49,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let layout = Layout::new(&config);
     // A state file that cannot be read (a FIFO or a device planted there, garbage) is named in
     // a warning; the disk still says what is published.
-    let (file, state_file_error) = match StateFile::read(&config.store_dir) {
+    let (file, state_file_error) = match StateFile::read(&layout.state_file()) {
         Ok(file) => (file, None),
         Err(e) => {
             tracing::warn!("{e}; showing only what the disk says");
@@ -62,7 +63,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         .map(|item| {
             let known: Option<&ModelState> = file.as_ref().and_then(|f| f.models.get(item.id.as_str()));
             // The disk is the truth for "ready"; the state file adds progress and errors.
-            let on_disk = layout.state(item) == State::Published;
+            let on_disk = publish::state(&layout, item) == State::Published;
             let state = match known {
                 _ if on_disk => Phase::Ready,
                 Some(m) if m.state != Phase::Ready && m.sha256 == item.sha256.as_str() => m.state,
@@ -75,7 +76,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
                 size_bytes: item.size_bytes,
                 bytes: if on_disk { item.size_bytes } else { current.map_or(0, |m| m.bytes) },
                 sha256: item.sha256.to_string(),
-                path: item.store_path.display().to_string(),
+                path: layout.store_path(item).display().to_string(),
                 last_error: current.and_then(|m| m.last_error.clone()).filter(|_| state == Phase::Failed),
                 error_kind: current.and_then(|m| m.error_kind.clone()).filter(|_| state == Phase::Failed),
             }

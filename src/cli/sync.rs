@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use super::{ConfigArg, Failure, Status};
 use crate::fetch::Kind;
+use crate::layout::Layout;
 use crate::plan::plan;
-use crate::publish::Layout;
 use crate::publish::lock::{CacheLock, LockError};
-use crate::report::{self, Reporter};
-use crate::sync::{Engine, Outcome};
+use crate::report;
+use crate::sync::{Engine, Outcome, Reporter};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -34,7 +34,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         Engine::new(&config, reporter).map_err(|e| Failure::new(Status::Config, anyhow::anyhow!(e)))?;
     let runtime = super::runtime()?;
     let outcomes = runtime.block_on(engine.sync(&plan));
-    println!("{}", report::summary(&plan.items, &outcomes));
+    println!("{}", report::summary(engine.layout(), &plan.items, &outcomes));
 
     let failed: Vec<String> = plan
         .items

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use super::{ConfigArg, Failure, Status};
 use crate::daemon::state::StateFile;
-use crate::plan::{Item, plan};
-use crate::publish::{Layout, State};
+use crate::item::Item;
+use crate::layout::Layout;
+use crate::plan::plan;
+use crate::publish::{self, State};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -43,14 +45,14 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let mut warned: Option<String> = None;
     loop {
         let missing: Vec<&Item> =
-            wanted.iter().copied().filter(|item| layout.state(item) != State::Published).collect();
+            wanted.iter().copied().filter(|item| publish::state(&layout, item) != State::Published).collect();
         if missing.is_empty() {
             println!("{} models ready", wanted.len());
             return Ok(Status::Success);
         }
         // Never blocks: a FIFO or a device at the state file's name is refused at once (the wait
         // goes on, on what the disk says, until its timeout).
-        let file = StateFile::read(&config.store_dir).unwrap_or_else(|e| {
+        let file = StateFile::read(&layout.state_file()).unwrap_or_else(|e| {
             if warned.as_ref() != Some(&e) {
                 tracing::warn!("{e}; waiting on what the disk says");
                 warned = Some(e);

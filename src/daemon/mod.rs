@@ -6,6 +6,7 @@
 
 pub mod notify;
 pub mod state;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,13 +20,15 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError};
 use crate::fetch::Kind;
 use crate::index::{Index, IndexError};
-use crate::plan::{Item, PlanErrors, plan};
+use crate::item::Item;
+use crate::layout::Layout;
+use crate::plan::{PlanErrors, plan};
 use crate::publish::lock::{CacheLock, LockError};
-use crate::publish::{Layout, State};
-use crate::report::Reporter;
-use crate::sync::{Engine, Outcome};
+use crate::publish::{self, State};
+use crate::sync::{Engine, Outcome, Reporter};
 use notify::Notifier;
-use state::{ModelState, Phase, StateFile, metrics, status_line, unix_now};
+use state::{ModelState, Phase, StateFile, status_line, unix_now};
+use writer::{Snapshot, Writer};
 
 /// Why the daemon could not start (before READY) or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +124,29 @@ impl TaskSettings {
     }
 }
 
+/// What a model task is for: the item (what to fetch, what it must hash to) and the layout
+/// (where it goes). A reload keeps a running task only when its key compares equal, a derived
+/// comparison, so no field can be left out of the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TaskKey {
+    item: Item,
+    layout: Layout,
+}
+
+impl TaskKey {
+    fn new(item: &Item, layout: &Layout) -> Self {
+        Self { item: item.clone(), layout: layout.clone() }
+    }
+
+    /// Whether the task for this key keeps running under a plan of `items` placed by `layout`.
+    fn kept(&self, items: &[Item], layout: &Layout) -> bool {
+        items.iter().any(|item| *self == Self::new(item, layout))
+    }
+}
+
 /// A running model task and what it was started for.
 struct Task {
-    item: Item,
+    key: TaskKey,
     handle: JoinHandle<()>,
 }
 
@@ -134,14 +157,15 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     let mut generation = Generation::load(&config_path, &shared)?;
     let mut layout = generation.engine.layout().clone();
     let mut lock = CacheLock::acquire(&layout.lock_paths())?;
-    layout
-        .prepare()
-        .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", layout.cache_dir.display())))?;
+    let writer =
+        Writer::spawn().map_err(|e| DaemonError::Setup(format!("cannot start the state writer: {e}")))?;
+    publish::prepare(&layout)
+        .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", layout.cache_dir().display())))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
 
-    layout.sweep(&generation.items);
+    publish::sweep(&layout, &generation.items);
     reset_models(&shared, &layout, &generation.items);
     let started_at = unix_now();
     let status = status_line(&shared.models.lock().expect("models lock"));
@@ -164,7 +188,7 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
         tokio::select! {
             _ = ticker.tick() => {
                 heartbeat.fetch_add(1, Ordering::Relaxed);
-                publish_state(&shared, &generation, &notifier, started_at, &mut last_written);
+                publish_state(&shared, &generation, &notifier, &writer, started_at, &mut last_written);
             }
             _ = hangup.recv() => {
                 notifier.reloading();
@@ -179,13 +203,13 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
                                     continue;
                                 }
                             }
-                            if let Err(e) = next_layout.prepare() {
+                            if let Err(e) = publish::prepare(&next_layout) {
                                 reload_failed(&notifier, &shared, &e.to_string());
                                 continue;
                             }
                         }
                         layout = next_layout;
-                        layout.sweep(&next.items);
+                        publish::sweep(&layout, &next.items);
                         apply(&mut tasks, &next, &shared, &layout);
                         generation = next;
                         settings.send_replace(TaskSettings::of(&generation));
@@ -213,7 +237,9 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
         }
     })
     .await;
-    publish_state(&shared, &generation, &notifier, started_at, &mut None);
+    publish_state(&shared, &generation, &notifier, &writer, started_at, &mut None);
+    // The last state is on disk before the lock is given up and the process ends.
+    let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     drop(lock);
     Ok(())
 }
@@ -225,9 +251,11 @@ fn reset_models(shared: &Shared, layout: &Layout, items: &[Item]) {
     let old = std::mem::take(&mut *models);
     for item in items {
         let id = item.id.to_string();
-        let kept = old.get(&id).filter(|m| m.sha256 == item.sha256.as_str() && m.path == item.store_path);
-        let model =
-            kept.cloned().unwrap_or_else(|| ModelState::new(item, layout.state(item) == State::Published));
+        let path = layout.store_path(item);
+        let kept = old.get(&id).filter(|m| m.sha256 == item.sha256.as_str() && m.path == path);
+        let model = kept
+            .cloned()
+            .unwrap_or_else(|| ModelState::new(item, path, publish::state(layout, item) == State::Published));
         models.insert(id, model);
     }
 }
@@ -235,15 +263,8 @@ fn reset_models(shared: &Shared, layout: &Layout, items: &[Item]) {
 /// Applies a new generation: tasks whose model is gone or changed are stopped; the others keep
 /// running (a download in flight is not interrupted).
 fn apply(tasks: &mut HashMap<String, Task>, next: &Generation, shared: &Shared, layout: &Layout) {
-    tasks.retain(|id, task| {
-        let same = next.items.iter().any(|item| {
-            item.id.as_str() == id
-                && item.sha256 == task.item.sha256
-                && item.store_path == task.item.store_path
-                && item.blob_path == task.item.blob_path
-                && item.source == task.item.source
-                && item.chakra == task.item.chakra
-        });
+    tasks.retain(|_, task| {
+        let same = task.key.kept(&next.items, layout);
         if !same {
             task.handle.abort();
         }
@@ -265,12 +286,13 @@ fn spawn_missing(
     shared: &Arc<Shared>,
     settings: &tokio::sync::watch::Sender<Arc<TaskSettings>>,
 ) {
+    let layout = generation.engine.layout();
     for item in &generation.items {
         if tasks.contains_key(item.id.as_str()) {
             continue;
         }
         let handle = tokio::spawn(model_task(item.clone(), shared.clone(), settings.subscribe()));
-        tasks.insert(item.id.to_string(), Task { item: item.clone(), handle });
+        tasks.insert(item.id.to_string(), Task { key: TaskKey::new(item, layout), handle });
     }
 }
 
@@ -347,7 +369,7 @@ async fn model_task(
 async fn rehash_one(engine: &Engine, item: &Item) {
     let (layout, item) = (engine.layout().clone(), item.clone());
     let _ = tokio::task::spawn_blocking(move || {
-        let good = crate::fsx::open_regular(&item.blob_path)
+        let good = crate::fsx::open_regular(&layout.blob(&item))
             .and_then(crate::digest::hash_reader)
             .is_ok_and(|(sha256, size)| sha256 == item.sha256 && size == item.size_bytes);
         if good {
@@ -355,17 +377,18 @@ async fn rehash_one(engine: &Engine, item: &Item) {
         } else {
             tracing::error!(model_id = %item.id, sha256 = %item.sha256, error_kind = Kind::Integrity.name(),
                 "re-hash: the published file changed on disk; fetching it again");
-            let _ = std::fs::remove_file(layout.stamp(item.sha256.as_str()));
+            let _ = std::fs::remove_file(layout.stamp(&item));
         }
     })
     .await;
 }
 
-/// Sends STATUS and writes the state and metrics files when something changed.
+/// Sends STATUS and hands the state and metrics files to the writer when something changed.
 fn publish_state(
     shared: &Shared,
     generation: &Generation,
     notifier: &Arc<dyn Notifier>,
+    writer: &Writer,
     started_at: u64,
     last: &mut Option<(String, BTreeMap<String, ModelState>)>,
 ) {
@@ -383,17 +406,14 @@ fn publish_state(
         started_at,
         updated_at: unix_now(),
         status: status.clone(),
-        models,
+        models: models.clone(),
     };
-    if let Err(e) = file.write(&generation.config.store_dir) {
-        tracing::warn!("cannot write the state file: {e}");
-    }
-    if let Some(path) = &generation.config.metrics_file
-        && let Err(e) = crate::fsx::write_atomic(path, metrics(&file.models).as_bytes())
-    {
-        tracing::warn!(metrics_file = %path.display(), "cannot write the metrics file: {e}");
-    }
-    *last = Some((status, file.models));
+    writer.send(Snapshot {
+        file,
+        state_path: generation.engine.layout().state_file(),
+        metrics_path: generation.config.metrics_file.clone(),
+    });
+    *last = Some((status, models));
 }
 
 fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, ModelState>) -> bool {
@@ -401,4 +421,75 @@ fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, Mod
         && a.iter().zip(b).all(|((ia, ma), (ib, mb))| {
             ia == ib && ma.state == mb.state && ma.bytes == mb.bytes && ma.last_error == mb.last_error
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{HubFile, Source};
+
+    fn layout_at(cache: &str, store: &str) -> Layout {
+        let text = format!("index = \"/i.json\"\ncache_dir = \"{cache}\"\nstore_dir = \"{store}\"\n");
+        Layout::new(&Config::parse(Path::new("/c.toml"), &text).expect("config"))
+    }
+
+    fn item() -> Item {
+        Item {
+            id: serde_json::from_str("\"m-1\"").expect("id"),
+            version: "1.0.0".into(),
+            chakra: "ajna".into(),
+            source: Source::Hub(HubFile {
+                endpoint: "https://huggingface.co".into(),
+                repo: "org/name".into(),
+                revision: "main".into(),
+                path: "model.bin".into(),
+            }),
+            sha256: "ab".repeat(32).parse().expect("sha256"),
+            size_bytes: 10,
+            filename: "model.bin".into(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_task_keeps_running() {
+        let (item, layout) = (item(), layout_at("/cache", "/store"));
+        let key = TaskKey::new(&item, &layout);
+        assert!(key.kept(std::slice::from_ref(&item), &layout));
+        assert!(!key.kept(&[], &layout), "a model no longer deployed stops");
+    }
+
+    /// Every field of the task changes the decision. The destructuring names every field of
+    /// `Item` without `..`: a field added to it does not compile here until it is listed.
+    #[test]
+    fn changing_any_field_of_the_task_restarts_it() {
+        let (base, layout) = (item(), layout_at("/cache", "/store"));
+        let key = TaskKey::new(&base, &layout);
+        let Item { id: _, version: _, chakra: _, source: _, sha256: _, size_bytes: _, filename: _ } = &base;
+        let mut changed: Vec<(&str, Item)> = Vec::new();
+        let mut change = |field, edit: fn(&mut Item)| {
+            let mut item = base.clone();
+            edit(&mut item);
+            changed.push((field, item));
+        };
+        change("id", |i| i.id = serde_json::from_str("\"m-2\"").expect("id"));
+        change("version", |i| i.version = "1.0.1".into());
+        change("chakra", |i| i.chakra = "sahasrara".into());
+        change("source", |i| i.source = Source::Url("https://example.org/model.bin".into()));
+        change("source revision", |i| {
+            if let Source::Hub(hub) = &mut i.source {
+                hub.revision = "v2".into();
+            }
+        });
+        change("sha256", |i| i.sha256 = "cd".repeat(32).parse().expect("sha256"));
+        change("size_bytes", |i| i.size_bytes = 11);
+        change("filename", |i| i.filename = "other.bin".into());
+        for (field, item) in &changed {
+            assert!(!key.kept(std::slice::from_ref(item), &layout), "a changed {field} kept the task");
+        }
+        for (what, moved) in
+            [("cache_dir", layout_at("/cache2", "/store")), ("store_dir", layout_at("/cache", "/s2"))]
+        {
+            assert!(!key.kept(std::slice::from_ref(&base), &moved), "a changed {what} kept the task");
+        }
+    }
 }

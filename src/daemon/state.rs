@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fetch::Kind;
 use crate::fsx;
-use crate::plan::Item;
-use crate::publish::STATE_DIR;
+use crate::item::Item;
 
 /// Where a model stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +51,8 @@ pub struct ModelState {
 }
 
 impl ModelState {
-    pub fn new(item: &Item, ready: bool) -> Self {
+    /// `path` is the model's stable path.
+    pub fn new(item: &Item, path: PathBuf, ready: bool) -> Self {
         let now = unix_now();
         Self {
             state: if ready { Phase::Ready } else { Phase::Pending },
@@ -60,7 +60,7 @@ impl ModelState {
             size_bytes: item.size_bytes,
             bytes: if ready { item.size_bytes } else { 0 },
             rate: 0,
-            path: item.store_path.clone(),
+            path,
             last_error: None,
             error_kind: None,
             updated_at: now,
@@ -87,16 +87,11 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    pub fn path(store_dir: &Path) -> PathBuf {
-        store_dir.join(STATE_DIR).join("state.json")
-    }
-
-    /// The state file of the daemon on `store_dir`: `None` when there is none; an error naming
-    /// the file when it is not a regular file of at most 64 MiB (a FIFO or a device there is
-    /// refused at once, never read into a hang), or not a state file.
-    pub fn read(store_dir: &Path) -> Result<Option<Self>, String> {
-        let path = Self::path(store_dir);
-        let bytes = match fsx::read_bounded(&path, fsx::STATE) {
+    /// The state file at `path` (the layout's `state_file`): `None` when there is none; an
+    /// error naming the file when it is not a regular file of at most 64 MiB (a FIFO or a
+    /// device there is refused at once, never read into a hang), or not a state file.
+    pub fn read(path: &Path) -> Result<Option<Self>, String> {
+        let bytes = match fsx::read_bounded(path, fsx::STATE) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("the state file {}: {e}", path.display())),
@@ -106,8 +101,8 @@ impl StateFile {
             .map_err(|e| format!("the state file {}: not a state file: {e}", path.display()))
     }
 
-    pub fn write(&self, store_dir: &Path) -> std::io::Result<()> {
-        fsx::write_atomic(&Self::path(store_dir), &serde_json::to_vec_pretty(self).expect("state serializes"))
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        fsx::write_atomic(path, &serde_json::to_vec_pretty(self).expect("state serializes"))
     }
 }
 

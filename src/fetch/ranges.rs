@@ -51,11 +51,9 @@ struct Sidecar {
     written: Vec<(u64, u64)>,
 }
 
-/// The sidecar of a partial file.
+/// The sidecar of a partial file (the layout names it).
 pub fn sidecar_path(partial: &Path) -> PathBuf {
-    let mut name = partial.as_os_str().to_owned();
-    name.push(".chunks");
-    PathBuf::from(name)
+    crate::layout::Layout::sidecar_of(partial)
 }
 
 /// How a parallel download ended when it did not fail.

@@ -16,7 +16,7 @@ use serde::Deserialize as _;
 use serde_json::Value;
 
 pub use checks::unsafe_path_reason;
-pub use model::{Artifact, Entry, ModelId};
+pub use model::{Entry, ModelId};
 pub use source::{HubFile, Source, SourceError};
 
 /// Index files larger than this are refused before parsing (a real index is kilobytes).

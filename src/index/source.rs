@@ -40,11 +40,6 @@ impl HubFile {
             path.join("/")
         )
     }
-
-    /// The repository's folder in a Hub cache: `models--{org}--{name}`.
-    pub fn cache_folder(&self) -> String {
-        format!("models--{}", self.repo.replace('/', "--"))
-    }
 }
 
 /// The source of one entry's file.
@@ -164,7 +159,6 @@ mod tests {
         assert_eq!(hub.revision, "refs/pr/1");
         assert_eq!(hub.path, "a b.bin");
         assert_eq!(hub.resolve_url(), "http://127.0.0.1:8080/hub/org/name/resolve/refs%2Fpr%2F1/a%20b.bin");
-        assert_eq!(hub.cache_folder(), "models--org--name");
     }
 
     #[test]

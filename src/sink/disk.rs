@@ -40,11 +40,6 @@ impl Disk {
         Ok(Self { buffered, direct, unflushed: 0, unflushed_from: 0 })
     }
 
-    /// Whether writes bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Writes the buffer's bytes at their offset.
     pub fn write(&mut self, buf: &Buf) -> io::Result<()> {
         let (data, start, end) = (buf.data(), buf.offset(), buf.end());

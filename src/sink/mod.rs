@@ -55,7 +55,6 @@ pub struct Sink {
     hasher: JoinHandle<io::Result<Hashed>>,
     writer: JoinHandle<io::Result<RangeSet<u64>>>,
     size: u64,
-    direct: bool,
     busy_ns: Arc<AtomicU64>,
 }
 
@@ -71,7 +70,6 @@ impl Sink {
     ) -> Result<Self, FetchError> {
         let local = |doing: &str, e: &io::Error| FetchError::local(&format!("{doing} {}", path.display()), e);
         let disk = disk::Disk::open(path).map_err(|e| local("cannot open", &e))?;
-        let direct = disk.is_direct();
         let reader = fsx::open_nofollow(path).map_err(|e| local("cannot read", &e))?;
         advise_sequential(&reader);
         let pool = Arc::new(Pool::new(6 + 2 * receivers.max(1)));
@@ -103,7 +101,7 @@ impl Sink {
             .name("hasher".into())
             .spawn(move || hash_loop.run())
             .map_err(|e| local("cannot start a hasher thread for", &e))?;
-        Ok(Self { pool, to_hasher: EndOnDrop(to_hasher), hasher, writer, size, direct, busy_ns })
+        Ok(Self { pool, to_hasher: EndOnDrop(to_hasher), hasher, writer, size, busy_ns })
     }
 
     /// One stream into the partial file at `path`, keeping its first `keep` bytes.
@@ -130,11 +128,6 @@ impl Sink {
     /// Nanoseconds the hasher has been busy so far: while it idles, the bytes come too slowly.
     pub fn hasher_busy_ns(&self) -> u64 {
         self.busy_ns.load(Ordering::Relaxed)
-    }
-
-    /// Whether writes bypass the page cache (`O_DIRECT`).
-    pub fn is_direct(&self) -> bool {
-        self.direct
     }
 
     /// Waits for the threads once every feed is flushed or dropped.

@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod hostile;
 mod journal;
 mod matrix;
+mod modules;
 mod nix;
 mod origin;
 mod secrets;
