@@ -93,7 +93,7 @@ let
         else if isString value && hasPrefix "STUB:" value then "starts with STUB:"
         else if isString value && hasPrefix "REVISIT:" value then "starts with REVISIT:"
         else if pointer == "/artifact/sizeBytes" && (isInt value || isFloat value) && value == 0 then "is 0"
-        else if pointer == "/artifact/sha256" && value == allZeroSha256 then "is all zeros"
+        else if match "/artifact(/files/[0-9]+)?/sha256" pointer != null && value == allZeroSha256 then "is all zeros"
         else null;
       walk = pointer: value:
         let reason = reasonOf pointer value; in
