@@ -68,6 +68,8 @@ let
     ca_file = "/etc/ssl/extra.pem";
     connect_timeout = "5s";
     stall_timeout = "1m";
+    min_rate = "4KiB";
+    min_rate_window = "30s";
     max_retries = 3;
     retry_base_delay = "2s";
     retry_max_time = "5m";
