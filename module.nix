@@ -120,7 +120,8 @@ in
         type = types.path;
         default = defaults.huggingFace.cacheDir;
         description = ''
-          The download cache, in the Hugging Face Hub cache layout (HF_HUB_CACHE for consumers).
+          The download cache, in the Hugging Face Hub cache layout (HF_HUB_CACHE and
+          HUGGINGFACE_HUB_CACHE for consumers).
           Keep it inside modelStorePath: its blobs are the published files.
         '';
       };
@@ -234,7 +235,8 @@ in
       description = ''
         systemd services that read models: each waits for models-fetch.service and its
         models (`models-fetch wait` in ExecStartPre), joins `group`, sees the models
-        read-only even with DynamicUser=, and gets INIXOS_MODEL_*, HF_HUB_CACHE and
+        read-only even with DynamicUser=, and gets INIXOS_MODEL_*, HF_HUB_CACHE,
+        HUGGINGFACE_HUB_CACHE (which TGI and text-embeddings-inference read) and
         HF_HUB_OFFLINE=1 (with mkDefault: the service's own values win).
       '';
     };

@@ -12,8 +12,9 @@
 # generated file); this file only says which option each key comes from. It keeps what the
 # daemon cannot see: the NixOS options, the directories a DynamicUser may own, the token
 # file's place, the consumers and their units. Where Nix must compute a value the daemon
-# computes too (nix/fetch-model.nix: the URL of a file, an entry's stub fields), it does so
-# as src/index/ does, and tests/it/nix.rs compares both over hostile names.
+# computes too (nix/fetch-model.nix: the URL of a file, an entry's stub fields, the unsafe
+# paths of a set of files), it does so as src/index/ does, and tests/it/nix.rs and
+# tests/nix/cases.nix compare both.
 let
   inherit (builtins)
     attrNames
@@ -93,7 +94,7 @@ let
         else if isString value && hasPrefix "STUB:" value then "starts with STUB:"
         else if isString value && hasPrefix "REVISIT:" value then "starts with REVISIT:"
         else if pointer == "/artifact/sizeBytes" && (isInt value || isFloat value) && value == 0 then "is 0"
-        else if pointer == "/artifact/sha256" && value == allZeroSha256 then "is all zeros"
+        else if match "/artifact(/files/[0-9]+)?/sha256" pointer != null && value == allZeroSha256 then "is all zeros"
         else null;
       walk = pointer: value:
         let reason = reasonOf pointer value; in
@@ -180,19 +181,83 @@ let
       path = concatStringsSep "/" (map decodePercent (sublist (at + 2) (n - at - 2) segments));
     };
 
-  # The URL of an entry's file (Source::of): the Hub resolve URL of `repo` on `endpoint`; else
-  # a `downloadUrl` of the resolve form, rebuilt (on `endpoint` when it names the public Hub);
-  # else `downloadUrl` as it is; null without either.
-  sourceUrl = endpoint: entry:
+  # The Hub file of an entry (Source::of): `repo`/`revision`/`path` on `endpoint`; else a
+  # `downloadUrl` of the resolve form (on `endpoint` when it names the public Hub); null for
+  # any other entry.
+  hubOf = endpoint: entry:
     let
       a = entry.artifact or { };
       hub = hubOfUrl a.downloadUrl;
     in
     if a ? repo then
-      resolveUrl { endpoint = trimSlashes endpoint; inherit (a) repo; revision = a.revision or "main"; path = a.path or a.filename; }
-    else if !(a ? downloadUrl) then null
-    else if hub == null then a.downloadUrl
-    else resolveUrl (hub // optionalAttrs (hub.endpoint == publicHub) { endpoint = trimSlashes endpoint; });
+      { endpoint = trimSlashes endpoint; inherit (a) repo; revision = a.revision or "main"; path = a.path or a.filename; }
+    else if !(a ? downloadUrl) || hub == null then null
+    else hub // optionalAttrs (hub.endpoint == publicHub) { endpoint = trimSlashes endpoint; };
+
+  # The URL of an entry's file (Source::of): the Hub resolve URL of `repo` on `endpoint`; else
+  # a `downloadUrl` of the resolve form, rebuilt (on `endpoint` when it names the public Hub);
+  # else `downloadUrl` as it is; null without either.
+  sourceUrl = endpoint: entry:
+    let hub = hubOf endpoint entry; in
+    if hub != null then resolveUrl hub else (entry.artifact or { }).downloadUrl or null;
+
+  # --- a model that is a set of files (artifact.files, pinned to artifact.commit) ------------
+  # Why a relative path cannot name a file beneath a folder, as src/index/checks.rs says it
+  # (unsafe_path_reason); null when it can. Lengths are in bytes, as there.
+  controlCharacters = genList character 32 ++ genList (i: character (127 + i)) 33;
+  unsafePathReason = path:
+    let segments = split "/" path; in
+    if path == "" then "is empty"
+    else if stringLength path > 4096 then "is longer than 4096 bytes"
+    else if match ".*\\\\.*" path != null then "contains a backslash"
+    else if builtins.any (c: match ".*${c}.*" path != null) (builtins.tail controlCharacters) then "contains a control character"
+    else if hasPrefix "/" path then "is absolute"
+    else
+      foldl'
+        (found: seg:
+          if found != null || !isString seg then found
+          else if seg == "" then "has an empty segment (\"//\" or a trailing \"/\")"
+          else if seg == "." then "has a \".\" segment"
+          else if seg == ".." then "has a \"..\" segment"
+          else if stringLength seg > 255 then "has a segment longer than 255 bytes"
+          else null)
+        null
+        segments;
+
+  # What makes an entry's file set unusable without the daemon to ask (nix/fetch-model.nix):
+  # no commit, no Hub source, unsafe or repeated paths. The daemon's own checks
+  # (`models-fetch validate`) are a superset.
+  fileSetProblems = endpoint: entry:
+    let
+      a = entry.artifact;
+      paths = map (f: f.path) a.files;
+      repeated = filter (p: length (filter (q: q == p) paths) > 1) (unique paths);
+    in
+    optional (!(a ? commit)) "artifact.files needs artifact.commit, the commit its files are from"
+    ++ optional (hubOf endpoint entry == null) "artifact.files needs a Hub source (artifact.repo, or a downloadUrl of the form {endpoint}/{org}/{name}/resolve/{revision}/{path})"
+    ++ concatLists (genList
+      (i:
+        let p = elemAt paths i; reason = unsafePathReason p; in
+        optional (reason != null) "artifact.files.${toString i} (${p}): ${toJSON p} ${reason}")
+      (length paths))
+    ++ map (p: "artifact.files: the path ${toJSON p} is listed more than once") repeated;
+
+  # Each file of a set with the URL it is fetched from: `{endpoint}/{repo}/resolve/{commit}/{path}`,
+  # encoded as a single file's URL is (resolveUrl).
+  fileSet = endpoint: entry:
+    let hub = hubOf endpoint entry; in
+    map (f: f // { url = resolveUrl (hub // { revision = entry.artifact.commit; inherit (f) path; }); }) entry.artifact.files;
+
+  # The ref a Hub cache layout writes: the entry's revision when it names a branch or tag, else
+  # `main` (a 40-hex revision is the commit itself, and loading by repo id needs refs/main).
+  hubRef = entry:
+    let revision = entry.artifact.revision or "main"; in
+    if match "[0-9a-f]{40}" revision != null then "main" else revision;
+
+  # `snapshots/{commit}/{path}` -> `../../blobs/{sha256}`, one more `../` per folder in `path`
+  # (as src/publish/mod.rs links it).
+  snapshotTarget = path: sha256:
+    concatStringsSep "" (genList (_: "../") (length (segmentsOf path) + 1)) + "blobs/${sha256}";
 
   # --- systemd time spans (systemd.time(7)) ----------------------------------------------------
   # The units systemd's parse_sec knows, in seconds (a month is 30.44 days, a year 365.25).
@@ -555,8 +620,11 @@ let
       # For consumer units: the same, plus the Hugging Face cache for huggingface_hub and
       # transformers, offline (the files are there once `wait` returns). One line a variable:
       # each is set with mkDefault below.
+      # HUGGINGFACE_HUB_CACHE too: TGI and text-embeddings-inference read it, and
+      # huggingface_hub's legacy constant of that name does not follow HF_HUB_CACHE.
       consumerEnvironment = environment // {
         HF_HUB_CACHE = cache;
+        HUGGINGFACE_HUB_CACHE = cache;
         HF_HUB_OFFLINE = "1";
       };
 
@@ -599,6 +667,7 @@ let
 in
 {
   inherit chakras defaults consumerDefaults ownUser optionOfKey withDefaults evaluate renderUnit
-    stubFields showStub sourceUrl encodeSegment parseTimespan mkDefault mkBefore;
+    stubFields showStub sourceUrl encodeSegment parseTimespan mkDefault mkBefore
+    shellQuote hubOf unsafePathReason fileSetProblems fileSet hubRef snapshotTarget;
   byteCount = length bytes;
 }

@@ -2,25 +2,54 @@
 //! print a schema-valid index entry for it; with `--index F --write`, add or replace the entry in
 //! that index atomically. This is the seed's CI step.
 //!
+//! `models-fetch entry DIR --commit SHA ...`: the same for a model that is a set of files (a
+//! local snapshot of its repository at that commit): every file under DIR is hashed and listed
+//! in `artifact.files`, and one of them is chosen as the primary file by [`primary_file`].
+//!
 //! With `--index`, an existing entry of the same id is the starting point, so a CI job that only
 //! retrained a model passes the file and the id and keeps every other field.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value, json};
 
 use super::index_lock::{self, IndexLock, IndexLockError};
 use super::{Failure, Status};
-use crate::digest::hash_reader;
-use crate::index::{Index, IndexError, schema};
+use crate::digest::{Sha256Hex, hash_reader};
+use crate::index::{Index, IndexError, schema, unsafe_path_reason};
+
+/// How `entry DIR` picks the primary file; the README and `--help` say the same.
+const PRIMARY_RULE: &str = "\
+The primary file (artifact.filename/sha256/sizeBytes) of a folder is --path when given, else the \
+first kind of weights found: a sharded safetensors index (*.safetensors.index.json), else \
+*.safetensors, else *.gguf, else a sharded PyTorch index (*.bin.index.json), else *.bin, *.pt, \
+*.pth, *.ckpt, *.onnx, *.h5, *.msgpack or *.tflite; a shard other than the first \
+(NAME-0000k-of-0000N.EXT, k > 1) is never chosen. Among several of that kind: the one in the \
+fewest folders, then the largest, then the first by path. With no weights at all: the largest \
+file, then the first by path.";
 
 #[derive(Debug, clap::Args)]
 #[allow(clippy::struct_field_names)]
+#[command(after_help = "For a folder, `--help` says how the primary file is chosen.", after_long_help = PRIMARY_RULE)]
 pub(super) struct Args {
-    /// The trained model file.
+    /// The trained model file, or a folder with every file of the model.
+    ///
+    /// A folder is a local snapshot of the model's repository at --commit (a clone, a
+    /// `hf download --local-dir` folder or a Hub cache snapshot): every regular file under it,
+    /// symlinks followed, is hashed and listed in artifact.files, sorted by path, with its
+    /// path relative to the folder. Skipped: `.git` (folders and files of that name, anywhere)
+    /// and huggingface_hub's `.cache/huggingface` at the top; `.gitattributes` is a file of the
+    /// repository and is listed. No gitOid is written (an LFS file's git blob is its pointer,
+    /// which a local folder does not have).
+    #[arg(value_name = "FILE|DIR", verbatim_doc_comment)]
     file: PathBuf,
+    /// The 40-hex commit of the Hub repository the model is pinned to (artifact.commit);
+    /// required for a folder.
+    #[arg(long)]
+    commit: Option<String>,
     /// Model id, e.g. muladhara-foundation-v1.
     #[arg(long)]
     id: String,
@@ -69,10 +98,11 @@ pub(super) struct Args {
     /// A metric NAME=NUMBER for provenance.metrics; repeat for several.
     #[arg(long = "metric", value_name = "NAME=NUMBER", value_parser = parse_metric)]
     metrics: Vec<(String, f64)>,
-    /// File name to publish under (default: FILE's name).
+    /// File name to publish under (default: FILE's name; for a folder, the primary file's path).
     #[arg(long)]
     filename: Option<String>,
-    /// File format, e.g. safetensors (default: FILE's extension).
+    /// File format, e.g. safetensors (default: the extension of FILE or of the primary file;
+    /// safetensors for a *.safetensors.index.json).
     #[arg(long)]
     format: Option<String>,
     /// Hub repository, org/name.
@@ -81,7 +111,8 @@ pub(super) struct Args {
     /// Hub revision (branch, tag or commit).
     #[arg(long)]
     revision: Option<String>,
-    /// Path of the file in the Hub repository (default: the filename).
+    /// Path of the file in the Hub repository (default: the filename). For a folder: the
+    /// primary file, instead of the one the rule below picks.
     #[arg(long)]
     path: Option<String>,
     /// Plain download URL.
@@ -103,17 +134,71 @@ fn parse_metric(s: &str) -> Result<(String, f64), String> {
     Ok((name.to_owned(), value))
 }
 
+/// What was hashed: one file, or every file of a folder and which of them is the primary one.
+enum Hashed {
+    File { sha256: Sha256Hex, size: u64 },
+    Folder { files: Vec<HashedFile>, primary: usize },
+}
+
+/// One file of a folder, its path relative to the folder with `/` between names.
+#[derive(Debug, Clone)]
+struct HashedFile {
+    path: String,
+    sha256: Sha256Hex,
+    size: u64,
+}
+
+impl Hashed {
+    /// The primary file's sha256 and size.
+    fn primary(&self) -> (&Sha256Hex, u64) {
+        match self {
+            Hashed::File { sha256, size } => (sha256, *size),
+            Hashed::Folder { files, primary } => (&files[*primary].sha256, files[*primary].size),
+        }
+    }
+}
+
+fn no_input(path: &Path, what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(Status::NoInput, anyhow::anyhow!("{}: {what}: {e}", path.display()))
+}
+
 pub(super) fn run(args: &Args) -> Result<Status, Failure> {
-    // A regular file only: a FIFO named as the model file is refused, not read into a hang.
-    let file = crate::fsx::open_regular(&args.file).map_err(|e| {
-        Failure::new(
-            Status::NoInput,
-            anyhow::anyhow!("{}: cannot read the model file: {e}", args.file.display()),
-        )
-    })?;
-    let (sha256, size) = hash_reader(file).map_err(|e| {
-        Failure::new(Status::IoErr, anyhow::anyhow!("{}: reading failed: {e}", args.file.display()))
-    })?;
+    let meta =
+        std::fs::metadata(&args.file).map_err(|e| no_input(&args.file, "cannot read the model file", e))?;
+    let hashed = if meta.is_dir() {
+        if args.commit.is_none() {
+            return Err(Failure::new(
+                Status::DataErr,
+                anyhow::anyhow!(
+                    "{} is a folder: pass --commit SHA, the 40-hex commit of the repository its files are from",
+                    args.file.display()
+                ),
+            ));
+        }
+        let files = hash_folder(&args.file)?;
+        let primary = match &args.path {
+            Some(path) => files.iter().position(|f| &f.path == path).ok_or_else(|| {
+                Failure::new(
+                    Status::DataErr,
+                    anyhow::anyhow!("--path {path:?} is not a file under {}", args.file.display()),
+                )
+            })?,
+            None => {
+                let listed: Vec<(&str, u64)> = files.iter().map(|f| (f.path.as_str(), f.size)).collect();
+                primary_file(&listed)
+            }
+        };
+        Hashed::Folder { files, primary }
+    } else {
+        // A regular file only: a FIFO named as the model file is refused, not read into a hang.
+        let file = crate::fsx::open_regular(&args.file)
+            .map_err(|e| no_input(&args.file, "cannot read the model file", e))?;
+        let (sha256, size) = hash_reader(file).map_err(|e| {
+            Failure::new(Status::IoErr, anyhow::anyhow!("{}: reading failed: {e}", args.file.display()))
+        })?;
+        Hashed::File { sha256, size }
+    };
+    let (sha256, size) = hashed.primary();
 
     // The whole read-modify-write of the index holds its lock, so a parallel edit is never lost.
     let _lock = match (&args.index, args.write) {
@@ -134,7 +219,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         .ok_or_else(|| Failure::new(Status::DataErr, anyhow::anyhow!("the index has no \"models\" list")))?;
     let position = models.iter().position(|m| m.get("id").and_then(Value::as_str) == Some(&args.id));
     let mut entry = position.map_or_else(|| json!({ "id": args.id }), |i| models[i].clone());
-    apply(args, &mut entry, sha256.as_str(), size);
+    apply(args, &mut entry, &hashed);
     if position.is_none() {
         schema::order_entry_keys(&mut entry);
     }
@@ -172,8 +257,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         write_atomically(path, format!("{}\n", pretty(&document)).as_bytes()).map_err(|e| {
             Failure::new(Status::IoErr, anyhow::anyhow!("{}: cannot write: {e}", path.display()))
         })?;
+        let files = match &hashed {
+            Hashed::File { .. } => String::new(),
+            Hashed::Folder { files, .. } => format!("{}, primary ", crate::index::count(files.len(), "file")),
+        };
         eprintln!(
-            "{}: {} {} ({} bytes, sha256 {sha256})",
+            "{}: {} {} ({files}{} bytes, sha256 {sha256})",
             path.display(),
             if position.is_some() { "updated" } else { "added" },
             args.id,
@@ -188,10 +277,171 @@ fn read_document(path: &Path) -> Result<Value, Failure> {
     serde_json::from_str(&text).map_err(|e| IndexError::syntax(path, &e).into())
 }
 
-/// Sets every field given on the command line, and the artifact's hash and size.
-fn apply(args: &Args, entry: &mut Value, sha256: &str, size: u64) {
-    let file_name = args.file.file_name().map(|n| n.to_string_lossy().into_owned());
-    let extension = args.file.extension().map(|e| e.to_string_lossy().into_owned());
+/// Every regular file under `dir` (symlinks followed; `.git` and `.cache/huggingface` skipped),
+/// sorted by path, each hashed; the files are hashed in parallel, one file per thread at a time.
+fn hash_folder(dir: &Path) -> Result<Vec<HashedFile>, Failure> {
+    let skipped = |entry: &walkdir::DirEntry| {
+        entry.depth() > 0
+            && (entry.file_name() == ".git"
+                || entry.path().strip_prefix(dir).is_ok_and(|rel| rel == Path::new(".cache/huggingface")))
+    };
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for item in walkdir::WalkDir::new(dir).follow_links(true).into_iter().filter_entry(|e| !skipped(e)) {
+        let item = item.map_err(|e| {
+            let at = e.path().unwrap_or(dir).to_owned();
+            no_input(&at, "cannot read it", e.io_error().map_or_else(|| e.to_string(), ToString::to_string))
+        })?;
+        if item.file_type().is_dir() {
+            continue;
+        }
+        if !item.file_type().is_file() {
+            return Err(no_input(
+                item.path(),
+                "cannot be listed",
+                "not a regular file, a folder or a link to one",
+            ));
+        }
+        let rel = item.path().strip_prefix(dir).expect("walkdir stays under its root");
+        let names: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        let path = names.map(|n| n.join("/")).ok_or_else(|| {
+            Failure::new(
+                Status::DataErr,
+                anyhow::anyhow!("{}: the file name is not UTF-8", item.path().display()),
+            )
+        })?;
+        if let Some(reason) = unsafe_path_reason(&path) {
+            return Err(Failure::new(
+                Status::DataErr,
+                anyhow::anyhow!(
+                    "{}: its path {path:?} {reason}, which an index cannot hold",
+                    item.path().display()
+                ),
+            ));
+        }
+        found.push((path, item.into_path()));
+    }
+    if found.is_empty() {
+        return Err(no_input(dir, "cannot be listed", "the folder holds no files"));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(found.len());
+    let mut hashed: Vec<Option<Result<(Sha256Hex, u64), Failure>>> = Vec::new();
+    hashed.resize_with(found.len(), || None);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((_, path)) = found.get(i) else { break };
+                        let result = crate::fsx::open_regular(path)
+                            .map_err(|e| no_input(path, "cannot read the model file", e))
+                            .and_then(|file| {
+                                hash_reader(file).map_err(|e| {
+                                    Failure::new(
+                                        Status::IoErr,
+                                        anyhow::anyhow!("{}: reading failed: {e}", path.display()),
+                                    )
+                                })
+                            });
+                        let failed = result.is_err();
+                        done.push((i, result));
+                        if failed {
+                            // The others stop at their next file.
+                            next.store(found.len(), Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        for thread in threads {
+            for (i, result) in thread.join().expect("a hashing thread panicked") {
+                hashed[i] = Some(result);
+            }
+        }
+    });
+    let mut files = Vec::with_capacity(found.len());
+    for ((path, _), result) in found.into_iter().zip(hashed) {
+        match result {
+            Some(Ok((sha256, size))) => files.push(HashedFile { path, sha256, size }),
+            Some(Err(failure)) => return Err(failure),
+            None => {}
+        }
+    }
+    Ok(files)
+}
+
+/// Weight formats in order of preference, by how a file name ends (see [`PRIMARY_RULE`]).
+const WEIGHT_KINDS: &[&[&str]] = &[
+    &[".safetensors.index.json"],
+    &[".safetensors"],
+    &[".gguf"],
+    &[".bin.index.json"],
+    &[".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".tflite"],
+];
+
+/// The primary file of a folder: the index in `files` (path, size) of the file [`PRIMARY_RULE`]
+/// chooses. `files` is not empty.
+fn primary_file(files: &[(&str, u64)]) -> usize {
+    let name_of = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
+    let kind = |path: &str| {
+        let name = name_of(path);
+        if later_shard(&name) {
+            return None;
+        }
+        WEIGHT_KINDS
+            .iter()
+            .position(|endings| endings.iter().any(|e| name.len() > e.len() && name.ends_with(e)))
+    };
+    let best_kind = files.iter().filter_map(|(path, _)| kind(path)).min();
+    let folders = |path: &str| path.matches('/').count();
+    let candidates = (0..files.len()).filter(|&i| best_kind.is_none() || kind(files[i].0) == best_kind);
+    let chosen = match best_kind {
+        Some(_) => {
+            candidates.min_by_key(|&i| (folders(files[i].0), std::cmp::Reverse(files[i].1), files[i].0))
+        }
+        None => candidates.min_by_key(|&i| (std::cmp::Reverse(files[i].1), files[i].0)),
+    };
+    chosen.expect("a folder with files")
+}
+
+/// `NAME-0000k-of-0000N.EXT` with k other than 1: a shard that is not the first.
+fn later_shard(name: &str) -> bool {
+    let Some(at) = name.rfind("-of-") else { return false };
+    let (before, after) = (&name[..at], &name[at + 4..]);
+    let total = after.split('.').next().unwrap_or("");
+    let Some((_, number)) = before.rsplit_once('-') else { return false };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(number) && digits(total) && after.len() > total.len() && number.parse::<u64>().ok() != Some(1)
+}
+
+/// The format named by a file's name: `safetensors` for a shard index, else its extension.
+fn format_of(name: &str) -> Option<String> {
+    if name.ends_with(".safetensors.index.json") {
+        return Some("safetensors".to_owned());
+    }
+    Path::new(name).extension().map(|e| e.to_string_lossy().into_owned())
+}
+
+/// Sets every field given on the command line, and the artifact's hash and size (for a folder,
+/// its files, its commit and its primary file).
+fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
+    let (sha256, size) = hashed.primary();
+    let (file_name, extension) = match hashed {
+        Hashed::File { .. } => (
+            args.file.file_name().map(|n| n.to_string_lossy().into_owned()),
+            args.file.extension().map(|e| e.to_string_lossy().into_owned()),
+        ),
+        Hashed::Folder { files, primary } => {
+            let path = &files[*primary].path;
+            (Some(path.clone()), format_of(path))
+        }
+    };
     let set = |entry: &mut Value, pointer: &str, value: Value| {
         let mut node = entry;
         for key in pointer.split('/') {
@@ -218,6 +468,7 @@ fn apply(args: &Args, entry: &mut Value, sha256: &str, size: u64) {
         ("provenance/creator", &args.creator),
         ("artifact/repo", &args.repo),
         ("artifact/revision", &args.revision),
+        ("artifact/commit", &args.commit),
         ("artifact/path", &args.path),
         ("artifact/downloadUrl", &args.download_url),
         ("description", &args.description),
@@ -248,8 +499,25 @@ fn apply(args: &Args, entry: &mut Value, sha256: &str, size: u64) {
     if let Some(format) = args.format.clone().or(extension) {
         set(entry, "artifact/format", Value::String(format));
     }
-    set(entry, "artifact/sha256", Value::String(sha256.to_owned()));
+    set(entry, "artifact/sha256", Value::String(sha256.as_str().to_owned()));
     set(entry, "artifact/sizeBytes", json!(size));
+    if let Hashed::Folder { files, primary } = hashed {
+        // The primary file is found at `path`, else at `filename`: `path` only when they differ.
+        let primary_path = &files[*primary].path;
+        let filename = entry.pointer("/artifact/filename").and_then(Value::as_str);
+        if filename == Some(primary_path.as_str()) {
+            if let Some(artifact) = entry.get_mut("artifact").and_then(Value::as_object_mut) {
+                artifact.shift_remove("path");
+            }
+        } else {
+            set(entry, "artifact/path", Value::String(primary_path.clone()));
+        }
+        let listed: Vec<Value> = files
+            .iter()
+            .map(|f| json!({ "path": f.path, "sha256": f.sha256.as_str(), "sizeBytes": f.size }))
+            .collect();
+        set(entry, "artifact/files", Value::Array(listed));
+    }
 }
 
 /// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix:
@@ -264,4 +532,77 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick<'a>(files: &[(&'a str, u64)]) -> &'a str {
+        files[primary_file(files)].0
+    }
+
+    #[test]
+    fn weights_are_chosen_by_format_preference() {
+        let transformers = [
+            ("config.json", 700),
+            ("model-00001-of-00002.safetensors", 5_000),
+            ("model-00002-of-00002.safetensors", 2_000),
+            ("model.safetensors.index.json", 30),
+            ("pytorch_model.bin", 7_000),
+            ("tokenizer.json", 9_000),
+        ];
+        assert_eq!(pick(&transformers), "model.safetensors.index.json");
+        let embeddings = [
+            ("1_Pooling/config.json", 300),
+            ("model.safetensors", 90),
+            ("onnx/model.onnx", 200),
+            ("pytorch_model.bin", 100),
+        ];
+        assert_eq!(pick(&embeddings), "model.safetensors");
+        // Split GGUFs: the first shard, never a later one, even when larger.
+        let split = [("m-00002-of-00003.gguf", 900), ("m-00001-of-00003.gguf", 800), ("README.md", 5)];
+        assert_eq!(pick(&split), "m-00001-of-00003.gguf");
+        // Several of one kind: the top folder first, then the largest, then by path.
+        let quants = [("sub/big.gguf", 900), ("q4.gguf", 400), ("q8.gguf", 800), ("q8b.gguf", 800)];
+        assert_eq!(pick(&quants), "q8.gguf");
+        let diffusers = [
+            ("model_index.json", 1),
+            ("unet/diffusion_pytorch_model.safetensors", 3_000),
+            ("vae/diffusion_pytorch_model.safetensors", 300),
+        ];
+        assert_eq!(pick(&diffusers), "unet/diffusion_pytorch_model.safetensors");
+        let whisper = [("config.json", 2), ("model.bin", 1_000), ("vocabulary.json", 3_000)];
+        assert_eq!(pick(&whisper), "model.bin");
+        let sharded_torch = [("pytorch_model-00001-of-00002.bin", 9), ("pytorch_model.bin.index.json", 1)];
+        assert_eq!(pick(&sharded_torch), "pytorch_model.bin.index.json");
+    }
+
+    #[test]
+    fn without_weights_the_largest_file_wins() {
+        assert_eq!(pick(&[("a.txt", 5), ("deep/b.dat", 9), ("c.dat", 9)]), "c.dat");
+        assert_eq!(
+            pick(&[(".safetensors", 5), ("x.json", 6)]),
+            "x.json",
+            "a bare extension is no weights file"
+        );
+    }
+
+    #[test]
+    fn later_shards_are_recognised() {
+        for later in ["m-00002-of-00003.gguf", "model-00003-of-00003.safetensors", "x-2-of-2.bin"] {
+            assert!(later_shard(later), "{later}");
+        }
+        for not in ["m-00001-of-00003.gguf", "model.safetensors", "a-of-b.gguf", "m-00002-of-00003", "-of-.x"]
+        {
+            assert!(!later_shard(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn formats_come_from_the_name() {
+        assert_eq!(format_of("model.safetensors.index.json").as_deref(), Some("safetensors"));
+        assert_eq!(format_of("sub/m.gguf").as_deref(), Some("gguf"));
+        assert_eq!(format_of("README"), None);
+    }
 }

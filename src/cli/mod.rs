@@ -43,7 +43,8 @@ enum LogTarget {
 enum Command {
     /// Check an index file against the schema and the rules a schema cannot state.
     Validate(validate::Args),
-    /// Hash a model file and print its index entry (optionally writing it into an index).
+    /// Hash a model file, or every file of a model folder, and print its index entry
+    /// (optionally writing it into an index).
     Entry(Box<entry::Args>),
     /// Show what would be fetched, from where, and where it would be published (no network).
     Plan(plan::Args),

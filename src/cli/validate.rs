@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Failure, Status};
-use crate::index::{Index, IndexError, count};
+use crate::index::{Entry, Index, IndexError, count};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -40,9 +40,10 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         stub_entries += 1;
         for field in fields {
             println!(
-                "{level}: {}: /models/{i}{}: placeholder value ({}) [model {}]",
+                "{level}: {}: /models/{i}{}{}: placeholder value ({}) [model {}]",
                 path.display(),
                 field.pointer,
+                repo_file_label(entry, &field.pointer),
                 field.reason,
                 entry.id
             );
@@ -66,4 +67,15 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         count(stub_entries, "stub entry")
     );
     Ok(Status::Success)
+}
+
+/// ` (tokenizer.json)` for a pointer into `/artifact/files/N`, as index errors name a model
+/// file; empty for any other pointer.
+fn repo_file_label(entry: &Entry, pointer: &str) -> String {
+    pointer
+        .strip_prefix("/artifact/files/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| entry.artifact.files.as_ref()?.get(n))
+        .map_or_else(String::new, |file| format!(" ({})", file.path))
 }

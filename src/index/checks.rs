@@ -1,10 +1,12 @@
-//! Checks of an index that a JSON Schema cannot state: unique ids, placeholder (stub) values, and
-//! file paths that would escape the directory they are published in.
+//! Checks of an index that a JSON Schema cannot state: unique ids, placeholder (stub) values,
+//! file paths that would escape the directory they are published in, and the consistency of a
+//! model's file list (`artifact.files`: unique paths, no file inside another, the primary file
+//! among them with its sha256 and size; a 40-hex `revision` equal to `commit`).
 //!
 //! They run on the raw JSON document, so they still report what they can when the schema check
 //! failed too, and every problem names its JSON pointer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -75,15 +77,133 @@ pub(crate) fn problems(document: &Value) -> Vec<Problem> {
             let Some(value) = model.pointer(&format!("/artifact/{field}")).and_then(Value::as_str) else {
                 continue;
             };
-            if let Some(reason) = unsafe_path_reason(value) {
-                found.push(Problem {
-                    pointer: format!("/models/{i}/artifact/{field}"),
-                    message: format!(
-                        "{} {reason}; it must be a relative path of plain names separated by \"/\"",
-                        Value::String(value.to_owned())
-                    ),
-                });
+            if let Some(problem) = unsafe_path(format!("/models/{i}/artifact/{field}"), value) {
+                found.push(problem);
             }
+        }
+        if let Some(artifact) = model.get("artifact") {
+            found.extend(file_set_problems(&format!("/models/{i}/artifact"), artifact));
+        }
+    }
+    found
+}
+
+fn unsafe_path(pointer: String, value: &str) -> Option<Problem> {
+    let reason = unsafe_path_reason(value)?;
+    Some(Problem {
+        pointer,
+        message: format!(
+            "{} {reason}; it must be a relative path of plain names separated by \"/\"",
+            Value::String(value.to_owned())
+        ),
+    })
+}
+
+/// Whether `s` is a full git commit id (40 lowercase hex digits).
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The rules of `artifact.files` and `artifact.commit` a schema cannot state; `at` is the
+/// artifact's pointer. Values of the wrong type are left to the schema's report.
+fn file_set_problems(at: &str, artifact: &Value) -> Vec<Problem> {
+    let mut found = Vec::new();
+    let str_at = |key: &str| artifact.get(key).and_then(Value::as_str);
+    if let (Some(revision), Some(commit)) = (str_at("revision"), str_at("commit"))
+        && is_commit(revision)
+        && revision != commit
+    {
+        found.push(Problem {
+            pointer: format!("{at}/revision"),
+            message: format!(
+                "{} is a commit other than artifact.commit {}; give the branch or tag whose \
+                 ref should point at the commit (default main), or the same commit",
+                Value::String(revision.to_owned()),
+                Value::String(commit.to_owned())
+            ),
+        });
+    }
+    let Some(files) = artifact.get("files").and_then(Value::as_array) else {
+        return found;
+    };
+    let paths: Vec<Option<&str>> = files.iter().map(|f| f.get("path").and_then(Value::as_str)).collect();
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    let mut safe = HashSet::new();
+    for (j, path) in paths.iter().enumerate() {
+        let Some(path) = *path else { continue };
+        if let Some(problem) = unsafe_path(format!("{at}/files/{j}/path"), path) {
+            found.push(problem);
+            continue;
+        }
+        if let Some(first) = first_seen.get(path) {
+            found.push(Problem {
+                pointer: format!("{at}/files/{j}/path"),
+                message: format!("duplicate path (first listed at {at}/files/{first})"),
+            });
+            continue;
+        }
+        first_seen.insert(path, j);
+        safe.insert(j);
+    }
+    // A file cannot also be a folder of another file ("a" and "a/b").
+    for (j, path) in paths.iter().enumerate() {
+        let Some(path) = path.filter(|_| safe.contains(&j)) else { continue };
+        let folders = path.match_indices('/').map(|(end, _)| &path[..end]);
+        if let Some((folder, k)) = folders.filter_map(|f| first_seen.get(f).map(|k| (f, *k))).next() {
+            found.push(Problem {
+                pointer: format!("{at}/files/{j}/path"),
+                message: format!(
+                    "lies in the folder {}, which {at}/files/{k} lists as a file",
+                    Value::String(folder.to_owned())
+                ),
+            });
+        }
+    }
+    // The primary file is one of the files, with the same content.
+    let Some(primary) = str_at("path").or_else(|| str_at("filename")) else {
+        return found;
+    };
+    let Some(&j) = first_seen.get(primary) else {
+        if unsafe_path_reason(primary).is_none() {
+            found.push(Problem {
+                pointer: format!("{at}/files"),
+                message: format!(
+                    "does not list the primary file {} (artifact.path, else artifact.filename); \
+                     every file of the model must be listed, the primary one too",
+                    Value::String(primary.to_owned())
+                ),
+            });
+        }
+        return found;
+    };
+    let file = &files[j];
+    if let (Some(listed), Some(primary)) = (file.get("sha256").and_then(Value::as_str), str_at("sha256"))
+        && listed != primary
+    {
+        found.push(Problem {
+            pointer: format!("{at}/files/{j}/sha256"),
+            message: format!(
+                "{} differs from artifact.sha256 {} of the primary file",
+                Value::String(listed.to_owned()),
+                Value::String(primary.to_owned())
+            ),
+        });
+    }
+    // Whole numbers may be written as 3.0; compare exactly where both are integers.
+    let size = |v: &Value| v.get("sizeBytes").filter(|n| n.is_number()).cloned();
+    if let (Some(listed), Some(primary)) = (size(file), size(artifact)) {
+        let same = match (listed.as_u64(), primary.as_u64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => listed.as_f64() == primary.as_f64(),
+        };
+        if !same {
+            found.push(Problem {
+                pointer: format!("{at}/files/{j}/sizeBytes"),
+                message: format!(
+                    "{} differs from artifact.sizeBytes {} of the primary file",
+                    file["sizeBytes"], artifact["sizeBytes"]
+                ),
+            });
         }
     }
     found
@@ -94,6 +214,16 @@ pub(crate) fn stub_fields(entry: &Value) -> Vec<StubField> {
     let mut found = Vec::new();
     collect_stubs(entry, &mut String::new(), &mut found);
     found
+}
+
+/// `/artifact/sha256` or `/artifact/files/N/sha256`: the fields whose all-zero value is a
+/// placeholder (no content hashes to it).
+fn is_sha256_field(pointer: &str) -> bool {
+    pointer == "/artifact/sha256"
+        || pointer
+            .strip_prefix("/artifact/files/")
+            .and_then(|rest| rest.strip_suffix("/sha256"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn collect_stubs(value: &Value, pointer: &mut String, found: &mut Vec<StubField>) {
@@ -108,7 +238,7 @@ fn collect_stubs(value: &Value, pointer: &mut String, found: &mut Vec<StubField>
         _ => None,
     };
     let reason = reason.or_else(|| {
-        (pointer == "/artifact/sha256" && value.as_str() == Some(ALL_ZERO_SHA256))
+        (is_sha256_field(pointer) && value.as_str() == Some(ALL_ZERO_SHA256))
             .then(|| "is all zeros".to_owned())
     });
     if let Some(reason) = reason {
@@ -173,6 +303,75 @@ mod tests {
         assert!(found[0].message.contains("/models/0"));
     }
 
+    fn set_doc(files: serde_json::Value) -> Value {
+        json!({ "models": [ { "id": "abc", "artifact": {
+            "filename": "model.gguf", "sha256": "aa".repeat(32), "sizeBytes": 7,
+            "commit": "ab".repeat(20), "files": files
+        } } ] })
+    }
+
+    fn file(path: &str, sha: &str, size: u64) -> Value {
+        json!({ "path": path, "sha256": sha.repeat(32), "sizeBytes": size })
+    }
+
+    fn found(doc: &Value) -> Vec<(String, String)> {
+        problems(doc).into_iter().map(|p| (p.pointer, p.message)).collect()
+    }
+
+    #[test]
+    fn a_consistent_file_set_has_no_problems() {
+        let doc =
+            set_doc(json!([file("model.gguf", "aa", 7), file("a/b/c.json", "bb", 1), file("a/d", "cc", 0)]));
+        assert_eq!(found(&doc), []);
+    }
+
+    #[test]
+    fn file_set_paths_are_safe_unique_and_no_file_is_a_folder() {
+        let doc = set_doc(json!([
+            file("model.gguf", "aa", 7),
+            file("a/../x", "bb", 1),
+            file("model.gguf", "bb", 1),
+            file("model.gguf/inner", "cc", 1),
+        ]));
+        let pointers: Vec<String> = found(&doc).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/models/0/artifact/files/1/path",
+                "/models/0/artifact/files/2/path",
+                "/models/0/artifact/files/3/path"
+            ]
+        );
+        let messages: Vec<String> = found(&doc).into_iter().map(|(_, m)| m).collect();
+        assert!(messages[1].contains("first listed at /models/0/artifact/files/0"), "{messages:?}");
+        assert!(messages[2].contains("lies in the folder \"model.gguf\""), "{messages:?}");
+    }
+
+    #[test]
+    fn the_primary_file_must_be_listed_with_its_hash_and_size() {
+        let missing = set_doc(json!([file("other.gguf", "aa", 7)]));
+        assert_eq!(found(&missing)[0].0, "/models/0/artifact/files");
+        let differs = set_doc(json!([file("x", "bb", 1), file("model.gguf", "bb", 8)]));
+        let pointers: Vec<String> = found(&differs).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(pointers, ["/models/0/artifact/files/1/sha256", "/models/0/artifact/files/1/sizeBytes"]);
+        // Found at `path` when given, and 7.0 is 7.
+        let mut at_path =
+            set_doc(json!([{ "path": "sub/m.gguf", "sha256": "aa".repeat(32), "sizeBytes": 7.0 }]));
+        at_path["models"][0]["artifact"]["path"] = json!("sub/m.gguf");
+        assert_eq!(found(&at_path), []);
+    }
+
+    #[test]
+    fn a_commit_revision_must_be_the_commit() {
+        let mut doc = set_doc(json!([file("model.gguf", "aa", 7)]));
+        doc["models"][0]["artifact"]["revision"] = json!("ab".repeat(20));
+        assert_eq!(found(&doc), []);
+        doc["models"][0]["artifact"]["revision"] = json!("cd".repeat(20));
+        assert_eq!(found(&doc)[0].0, "/models/0/artifact/revision");
+        doc["models"][0]["artifact"]["revision"] = json!("main");
+        assert_eq!(found(&doc), []);
+    }
+
     #[test]
     fn stub_values_are_found_per_field() {
         let entry = json!({
@@ -200,6 +399,16 @@ mod tests {
                 "/provenance/a~1b"
             ]
         );
+    }
+
+    #[test]
+    fn an_all_zero_sha256_of_a_listed_file_is_a_stub() {
+        let entry = json!({ "artifact": { "files": [
+            { "path": "a", "sha256": ALL_ZERO_SHA256, "sizeBytes": 0 },
+            { "path": ALL_ZERO_SHA256, "sha256": "ab".repeat(32), "sizeBytes": 0 }
+        ] } });
+        let pointers: Vec<_> = stub_fields(&entry).into_iter().map(|s| s.pointer).collect();
+        assert_eq!(pointers, ["/artifact/files/0/sha256"], "a 0-byte file is real, and so is a path");
     }
 
     #[test]

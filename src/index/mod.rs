@@ -48,13 +48,24 @@ impl fmt::Display for StubField {
 pub struct Located {
     pub file: PathBuf,
     pub model: Option<String>,
+    /// The `path` of the model file a pointer `/models/N/artifact/files/M...` falls in.
+    pub repo_file: Option<String>,
     pub problem: Problem,
 }
 
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pointer = if self.problem.pointer.is_empty() { "/" } else { &self.problem.pointer };
-        write!(f, "{}: {pointer}: {}", self.file.display(), self.problem.message)?;
+        write!(f, "{}: {pointer}", self.file.display())?;
+        if let Some(path) = &self.repo_file {
+            // Quoted only when it would not read as one plain name.
+            if path.is_empty() || path.chars().any(|c| c.is_control() || c == ')') {
+                write!(f, " ({})", Value::String(path.clone()))?;
+            } else {
+                write!(f, " ({path})")?;
+            }
+        }
+        write!(f, ": {}", self.problem.message)?;
         if let Some(model) = &self.model {
             write!(f, " [model {model}]")?;
         }
@@ -135,6 +146,7 @@ impl Index {
             .map(|problem| Located {
                 file: path.to_owned(),
                 model: model_of(document, &problem.pointer),
+                repo_file: repo_file_of(document, &problem.pointer),
                 problem,
             })
             .collect();
@@ -191,6 +203,14 @@ fn model_of(document: &Value, pointer: &str) -> Option<String> {
     document.pointer(&format!("/models/{index}/id"))?.as_str().map(str::to_owned)
 }
 
+/// The path of the model file that a pointer `/models/N/artifact/files/M/...` falls in.
+fn repo_file_of(document: &Value, pointer: &str) -> Option<String> {
+    let rest = pointer.strip_prefix("/models/")?;
+    let (model, rest) = rest.split_once("/artifact/files/")?;
+    let file = rest.split('/').next()?;
+    document.pointer(&format!("/models/{model}/artifact/files/{file}/path"))?.as_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +219,66 @@ mod tests {
     fn syntax_errors_give_line_and_column() {
         let err = Index::parse(Path::new("index.json"), "{\n  \"models\": [,]\n}").unwrap_err();
         assert_eq!(err.to_string(), "index.json:2:14: not valid JSON: expected value");
+    }
+
+    #[test]
+    fn problems_in_a_listed_file_name_its_path() {
+        let doc = serde_json::json!({ "models": [ { "id": "abc", "artifact": { "files": [
+            { "path": "config.json", "sha256": "x", "sizeBytes": 1 }
+        ] } } ] });
+        let Err(IndexError::Invalid { problems, .. }) = Index::from_document(Path::new("index.json"), &doc)
+        else {
+            panic!("invalid index accepted");
+        };
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("index.json: /models/0/artifact/files/0/sha256 (config.json): \"x\"")),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn entries_give_their_files_and_commit() {
+        let entry = |artifact: Value| {
+            let doc = serde_json::json!({ "models": [ {
+                "id": "abc", "version": "1.0.0", "chakra": "soma", "frequencyHz": 1,
+                "geometry": { "pattern": "p", "dimensions": 1 }, "temporalScope": "daily",
+                "semanticTags": ["abc"], "dataset": { "id": "d", "url": "https://e.org/d" },
+                "training": { "repo": "https://e.org/t", "command": "c" }, "artifact": artifact,
+                "license": "MIT", "provenance": { "runId": "r" }
+            } ] });
+            Index::from_document(Path::new("index.json"), &doc).unwrap().entries.remove(0)
+        };
+        let sha = "ab".repeat(32);
+        let single = entry(
+            serde_json::json!({ "filename": "m.gguf", "path": "q/m.gguf", "sha256": sha, "sizeBytes": 3 }),
+        );
+        assert!(!single.is_file_set());
+        assert_eq!(single.commit(), None);
+        let files = single.files();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            (files[0].path.as_str(), files[0].sha256.as_str(), files[0].size_bytes),
+            ("q/m.gguf", sha.as_str(), 3)
+        );
+
+        let commit = "cd".repeat(20);
+        let set = entry(serde_json::json!({
+            "filename": "m.gguf", "sha256": sha, "sizeBytes": 3, "commit": commit,
+            "files": [
+                { "path": "config.json", "sha256": "ef".repeat(32), "sizeBytes": 2, "gitOid": "12".repeat(20) },
+                { "path": "m.gguf", "sha256": sha, "sizeBytes": 3.0 }
+            ]
+        }));
+        assert!(set.is_file_set());
+        assert_eq!(set.commit(), Some(commit.as_str()));
+        let files = set.files();
+        let listed: Vec<(&str, u64, Option<&str>)> =
+            files.iter().map(|f| (f.path.as_str(), f.size_bytes, f.git_oid.as_deref())).collect();
+        let oid = "12".repeat(20);
+        assert_eq!(listed, [("config.json", 2, Some(oid.as_str())), ("m.gguf", 3, None)]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Nested objects of the index allow fields beyond those named here (as the original schema
 //! did); they are kept in the file but not needed by the program, so they are not typed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -94,6 +95,60 @@ pub struct Artifact {
     pub revision: Option<String>,
     /// Path inside the Hub repository; `filename` when absent.
     pub path: Option<String>,
+    /// The 40-hex commit of the Hub repository the model is pinned to (required with `files`).
+    pub commit: Option<String>,
+    /// Every file of the model, as the index lists them; `None` for a single-file entry. Use
+    /// [`Entry::files`], which gives the one primary file for such an entry.
+    pub files: Option<Vec<ModelFile>>,
+}
+
+impl Artifact {
+    /// Where the primary file (`filename`/`sha256`/`sizeBytes`) is in the repository: `path`,
+    /// else `filename`.
+    pub fn primary_path(&self) -> &str {
+        self.path.as_deref().unwrap_or(&self.filename)
+    }
+}
+
+/// One file of a model (`#/definitions/repoFile`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelFile {
+    /// Path relative to the repository root, `/`-separated; checked safe by the index checks.
+    pub path: String,
+    pub sha256: Sha256Hex,
+    #[serde(deserialize_with = "whole_number")]
+    pub size_bytes: u64,
+    /// The git blob sha1 (40 hex) the Hub reports as `ETag` for a small non-LFS file.
+    pub git_oid: Option<String>,
+}
+
+impl Entry {
+    /// Every file of the model, in index order: `artifact.files` when given, else one file made
+    /// of the primary file (at `artifact.path`, else `filename`; no `gitOid`). For an entry with
+    /// `files`, the primary file is one of them (the index checks make sure).
+    pub fn files(&self) -> Cow<'_, [ModelFile]> {
+        let artifact = &self.artifact;
+        match &artifact.files {
+            Some(files) => Cow::Borrowed(files),
+            None => Cow::Owned(vec![ModelFile {
+                path: artifact.primary_path().to_owned(),
+                sha256: artifact.sha256.clone(),
+                size_bytes: artifact.size_bytes,
+                git_oid: None,
+            }]),
+        }
+    }
+
+    /// The commit the model is pinned to (`artifact.commit`), when the index gives one.
+    pub fn commit(&self) -> Option<&str> {
+        self.artifact.commit.as_deref()
+    }
+
+    /// Whether the index lists the model's files (`artifact.files`), rather than one file.
+    pub fn is_file_set(&self) -> bool {
+        self.artifact.files.is_some()
+    }
 }
 
 /// JSON Schema's `integer` admits `3.0`; serde's `u64` does not, so accept both.

@@ -416,3 +416,11 @@ fn unit_scores_at_most_1_5_in_systemd_analyze_security() {
         assert!(score <= 1.5, "{name}: exposure {score} > 1.5:\n{out}");
     }
 }
+
+/// The index the fetch-model.nix cases of a set of files read is one the daemon accepts, so
+/// what they test is what a real index can hold.
+#[test]
+fn fetch_model_set_cases_read_a_valid_index() {
+    let output = models_fetch(&["validate", "--deny-stubs", "tests/nix/file-set-index.json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}

@@ -18,7 +18,19 @@ let
   seed = ../../nix/index.json;
   edge = ./edge-index.json;
   hostile = ./hostile-names.json;
-  fetchModel = import ../../nix/fetch-model.nix { fetchurl = args: args; };
+  fileSetIndex = ./file-set-index.json;
+  # nixpkgs' fetchurl and runCommand as data: their arguments, a store path of their own, and
+  # passthru lifted onto the result as mkDerivation does.
+  fetchModel = import ../../nix/fetch-model.nix {
+    fetchurl = args: args // { outPath = "/fetched/${args.name}"; };
+    runCommand = name: env: script: env // env.passthru or { } // { inherit name script; outPath = "/built/${name}"; };
+  };
+  lines = s: builtins.filter builtins.isString (builtins.split "\n" s);
+  # The lines of a build script that make links or write a file.
+  linksOf = script: builtins.filter (l: builtins.match "(ln -s|printf) .*" l != null) (lines script);
+  refusedBy = indexPath: id: !(builtins.tryEval (fetchModel { inherit id indexPath; }).name).success;
+  fileSetEntry = id: builtins.head (builtins.filter (e: e.id == id) (builtins.fromJSON (builtins.readFile fileSetIndex)).models);
+  shaOf = id: path: (builtins.head (builtins.filter (f: f.path == path) (fileSetEntry id).artifact.files)).sha256;
 
   # The paths a test host has: the daemon as packaging/ installs it, and each case's own
   # index named by its real path (so `models-fetch plan` can read it). `own` is each
@@ -68,6 +80,8 @@ let
     ca_file = "/etc/ssl/extra.pem";
     connect_timeout = "5s";
     stall_timeout = "1m";
+    min_rate = "4KiB";
+    min_rate_window = "30s";
     max_retries = 3;
     retry_base_delay = "2s";
     retry_max_time = "5m";
@@ -353,6 +367,132 @@ in
       };
     }
     {
+      name = "consumers get HUGGINGFACE_HUB_CACHE at the priority of HF_HUB_CACHE (mkDefault: the service's own value wins), pointing at the cache";
+      got = { inherit (cacheApart.consumers.inference.environment) HF_HUB_CACHE HUGGINGFACE_HUB_CACHE; };
+      want = { HF_HUB_CACHE = override "/var/lib/hf-cache"; HUGGINGFACE_HUB_CACHE = override "/var/lib/hf-cache"; };
+    }
+    {
+      name = "fetch-model.nix, a set of files: one fixed-output fetch per content at {endpoint}/{repo}/resolve/{commit}/{path}, the folder links every path to its fetch";
+      got =
+        let m = fetchModel { id = "set-hostile-v1"; indexPath = fileSetIndex; endpoint = "http://hub.internal/"; }; in
+        {
+          inherit (m) name preferLocalBuild allowSubstitutes;
+          id = m.passthru.entry.id;
+          fetches = builtins.mapAttrs (_: f: { inherit (f) url sha256 name; }) m.passthru.files;
+          links = linksOf m.script;
+        };
+      want = {
+        name = "set-hostile-v1";
+        preferLocalBuild = true;
+        allowSubstitutes = false;
+        id = "set-hostile-v1";
+        fetches = {
+          ".gitattributes" = { url = "http://hub.internal/test-org/set/resolve/1111111111111111111111111111111111111111/.gitattributes"; sha256 = shaOf "set-hostile-v1" ".gitattributes"; name = "_.gitattributes"; };
+          "a/b/c/deep.bin" = { url = "http://hub.internal/test-org/set/resolve/1111111111111111111111111111111111111111/a/b/c/deep.bin"; sha256 = shaOf "set-hostile-v1" "a/b/c/deep.bin"; name = "deep.bin"; };
+          "config.json" = { url = "http://hub.internal/test-org/set/resolve/1111111111111111111111111111111111111111/config.json"; sha256 = shaOf "set-hostile-v1" "config.json"; name = "config.json"; };
+          # Same content, one fetch: the first file's.
+          "same-a.txt" = { url = "http://hub.internal/test-org/set/resolve/1111111111111111111111111111111111111111/same-a.txt"; sha256 = shaOf "set-hostile-v1" "same-a.txt"; name = "same-a.txt"; };
+          "same-b.txt" = { url = "http://hub.internal/test-org/set/resolve/1111111111111111111111111111111111111111/same-a.txt"; sha256 = shaOf "set-hostile-v1" "same-a.txt"; name = "same-a.txt"; };
+          "sub dir/ü+=#%?.json" = { url = "http://hub.internal/test-org/set/resolve/1111111111111111111111111111111111111111/sub%20dir/%C3%BC%2B%3D%23%25%3F.json"; sha256 = shaOf "set-hostile-v1" "sub dir/ü+=#%?.json"; name = "-+=-?.json"; };
+        };
+        links = [
+          "ln -s /fetched/_.gitattributes \"$out\"/'.gitattributes'"
+          "ln -s /fetched/deep.bin \"$out\"/'a/b/c/deep.bin'"
+          "ln -s /fetched/config.json \"$out\"/'config.json'"
+          "ln -s /fetched/same-a.txt \"$out\"/'same-a.txt'"
+          "ln -s /fetched/same-a.txt \"$out\"/'same-b.txt'"
+          "ln -s /fetched/-+=-?.json \"$out\"/'sub dir/ü+=#%?.json'"
+        ];
+      };
+    }
+    {
+      name = "fetch-model.nix, a set's Hub cache: models--{org}--{name}/blobs/{sha256}, snapshots/{commit}/{path} relative links to the blobs, refs/{revision} written last";
+      got =
+        let m = fetchModel { id = "set-hostile-v1"; indexPath = fileSetIndex; endpoint = "http://hub.internal/"; }; in
+        { inherit (m.hubCache) name preferLocalBuild; links = linksOf m.hubCache.script; };
+      want =
+        let
+          sha = shaOf "set-hostile-v1";
+          repo = "\"$out\"/'models--test-org--set'";
+          snapshot = "${repo}/snapshots/1111111111111111111111111111111111111111";
+          blobs = builtins.sort (a: b: a.sha < b.sha) [
+            { sha = sha ".gitattributes"; name = "_.gitattributes"; }
+            { sha = sha "a/b/c/deep.bin"; name = "deep.bin"; }
+            { sha = sha "config.json"; name = "config.json"; }
+            { sha = sha "same-a.txt"; name = "same-a.txt"; }
+            { sha = sha "sub dir/ü+=#%?.json"; name = "-+=-?.json"; }
+          ];
+        in
+        {
+          name = "hub-cache-set-hostile-v1";
+          preferLocalBuild = true;
+          links = map (b: "ln -s /fetched/${b.name} ${repo}/blobs/${b.sha}") blobs ++ [
+            "ln -s '../../blobs/${sha ".gitattributes"}' ${snapshot}/'.gitattributes'"
+            "ln -s '../../../../../blobs/${sha "a/b/c/deep.bin"}' ${snapshot}/'a/b/c/deep.bin'"
+            "ln -s '../../blobs/${sha "config.json"}' ${snapshot}/'config.json'"
+            "ln -s '../../blobs/${sha "same-a.txt"}' ${snapshot}/'same-a.txt'"
+            "ln -s '../../blobs/${sha "same-a.txt"}' ${snapshot}/'same-b.txt'"
+            "ln -s '../../../blobs/${sha "sub dir/ü+=#%?.json"}' ${snapshot}/'sub dir/ü+=#%?.json'"
+            "printf %s 1111111111111111111111111111111111111111 > ${repo}/refs/'refs/pr/1'"
+          ];
+        };
+    }
+    {
+      name = "fetch-model.nix, a set from a resolve-form downloadUrl on the public Hub: fetched at the commit on `endpoint`; a 40-hex revision writes refs/main";
+      got =
+        let m = fetchModel { id = "set-via-url-v1"; indexPath = fileSetIndex; endpoint = "http://hub.internal"; }; in
+        { url = m.passthru.files."model.gguf".url; ref = builtins.elemAt (linksOf m.hubCache.script) 2; };
+      want = {
+        url = "http://hub.internal/test-org/via-url/resolve/2222222222222222222222222222222222222222/model.gguf";
+        ref = "printf %s 2222222222222222222222222222222222222222 > \"$out\"/'models--test-org--via-url'/refs/'main'";
+      };
+    }
+    {
+      name = "fetch-model.nix refuses a set it cannot fetch safely: no commit, unsafe or repeated paths (no daemon to ask)";
+      got = {
+        noCommit = refusedBy ../index/invalid/file-set-without-commit.json "ajna-set-v1";
+        unsafe = refusedBy ../index/invalid/file-set-unsafe-paths.json "ajna-set-v1";
+        repeated = refusedBy ../index/invalid/file-set-duplicate-path.json "ajna-set-v1";
+        fine = refusedBy fileSetIndex "set-hostile-v1";
+        problems = mf.fileSetProblems "https://huggingface.co"
+          (builtins.head (builtins.fromJSON (builtins.readFile ../index/invalid/file-set-unsafe-paths.json)).models);
+      };
+      want = {
+        noCommit = true;
+        unsafe = true;
+        repeated = true;
+        fine = false;
+        problems = [
+          "artifact.files.7 (../escape.json): \"../escape.json\" has a \"..\" segment"
+          "artifact.files.8 (/etc/passwd): \"/etc/passwd\" is absolute"
+          "artifact.files.9 (2_Dense//config.json): \"2_Dense//config.json\" has an empty segment (\"//\" or a trailing \"/\")"
+        ];
+      };
+    }
+    {
+      name = "unsafe paths, for the reasons src/index/checks.rs gives (its unit test's list)";
+      got = map mf.unsafePathReason [ "" "/etc/passwd" "a/../b" ".." "a//b" "a/" "./a" "a\\b" "a\nb" "a\tb" (builtins.fromJSON "\"a\\u0085b\"") (builtins.concatStringsSep "" (builtins.genList (_: "x") 256)) "model.safetensors" "sub/dir/model.gguf" "refs/pr/1" "a..b" "ünïcode" ];
+      want = [
+        "is empty"
+        "is absolute"
+        "has a \"..\" segment"
+        "has a \"..\" segment"
+        "has an empty segment (\"//\" or a trailing \"/\")"
+        "has an empty segment (\"//\" or a trailing \"/\")"
+        "has a \".\" segment"
+        "contains a backslash"
+        "contains a control character"
+        "contains a control character"
+        "contains a control character"
+        "has a segment longer than 255 bytes"
+        null
+        null
+        null
+        null
+        null
+      ];
+    }
+    {
       name = "default directories: one StateDirectory, no tmpfiles, no ReadWritePaths";
       got = { inherit (run good) stateDirectories customDirs tmpfiles; };
       want = { stateDirectories = [ "models" ]; customDirs = [ ]; tmpfiles = [ ]; };
@@ -459,7 +599,7 @@ in
       want = [ (override "x") (order [ "y" ]) ];
     }
     {
-      name = "environment: the seed's variables for everyone, plus the Hub cache (offline) for consumers";
+      name = "environment: the seed's variables for everyone, plus the Hub cache (both names: TGI and TEI read HUGGINGFACE_HUB_CACHE) offline for consumers";
       got = { inherit (consumers) environment consumerEnvironment; };
       want = {
         environment = {
@@ -472,6 +612,7 @@ in
           INIXOS_MODEL_STORE = "/var/lib/models";
           INIXOS_MODEL_CACHE = "/var/lib/models/hf-cache";
           HF_HUB_CACHE = "/var/lib/models/hf-cache";
+          HUGGINGFACE_HUB_CACHE = "/var/lib/models/hf-cache";
           HF_HUB_OFFLINE = "1";
         };
       };
