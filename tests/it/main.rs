@@ -11,6 +11,7 @@ mod faults;
 mod fixture;
 mod fuzz_corpus;
 mod hostile;
+mod hubfixture;
 mod journal;
 mod matrix;
 mod nix;
