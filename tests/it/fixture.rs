@@ -14,6 +14,7 @@ pub mod command;
 pub mod index;
 pub mod layout;
 pub mod plan;
+pub mod repo;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use command::{
 pub use index::{AJNA, ANAHATA, MANIPURA, Model};
 pub use layout::{canonical, walk};
 pub use plan::Planned;
+pub use repo::{Repo, Storage};
 
 use crate::origin::{Blob, Origin};
 

@@ -12,6 +12,7 @@ mod faults;
 mod fixture;
 mod fuzz_corpus;
 mod hostile;
+mod hubfixture;
 mod journal;
 mod matrix;
 mod modules;

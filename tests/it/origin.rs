@@ -3,13 +3,27 @@
 //! One [`Origin`] runs three servers on its own tokio runtime (background worker threads), on
 //! three ports of the loopback range, so three different origins:
 //!
-//! - the **Hub** (`127.0.0.1`, plain http or https with a throwaway CA) answers
-//!   `HEAD|GET /{org}/{name}/resolve/{revision}/{path}` as huggingface.co does: for a large (LFS)
-//!   file a `302` to the CDN with a presigned query, `X-Repo-Commit`, `X-Linked-Etag` (the
-//!   sha256), `X-Linked-Size` and a `Content-Length` that is the redirect body's; for a file kept
-//!   in git a `200` with the bytes, `X-Repo-Commit` and the git blob sha1 as `ETag`. It requires
-//!   `Authorization: Bearer <token>` when started with a token; a renamed repo answers `307` with
-//!   a relative `Location`; errors carry `X-Error-Code`.
+//! - the **Hub** (`127.0.0.1`, plain http or https with a throwaway CA) holds repositories as
+//!   the Hub does: a history of commits, each a set of files (a real git tree: folders, any
+//!   characters in names, URL-decoded from requests), and refs (`main`, other branches) that
+//!   point at commits; every commit stays resolvable by its id, so `main` can move
+//!   ([`Origin::publish_repo`], or [`Origin::publish`] for one file on top of `main`). It
+//!   answers `HEAD|GET /{org}/{name}/resolve/{revision}/{path}` as huggingface.co does: for a
+//!   large (LFS) file a `302` to the CDN with a presigned query, `X-Repo-Commit`,
+//!   `X-Linked-Etag` (the sha256), `X-Linked-Size` and a `Content-Length` that is the redirect
+//!   body's; for a file kept in git a `200` with the bytes, `X-Repo-Commit` and the git blob
+//!   sha1 as `ETag`. Its API answers with the real Hub's JSON field names:
+//!   `GET /api/models/{repo}[/revision/{rev}]` (model info: `id`, `sha`, `private`, `gated`,
+//!   `siblings: [{rfilename}]`, with `?blobs=true` also `size`, `blobId`, `lfs`),
+//!   `GET /api/models/{repo}/tree/{rev}[/{path}][?recursive=true]` (`{type, oid, size, path,
+//!   lfs: {oid, size, pointerSize}}`, [`Origin::tree_page_size`] entries a page, the next
+//!   page's URL in `Link: <...>; rel="next"`; each page resolves `rev` anew, so a `main` that
+//!   moves between pages mixes commits, as a listing by branch name can on the Hub) and
+//!   `GET /api/models/{repo}/auth-check`. It requires `Authorization: Bearer <token>` when
+//!   started with a token; private repositories hide behind `401 RepoNotFound` and gated ones
+//!   refuse their files with `401`/`403 GatedRepo` ([`Origin::make_private`],
+//!   [`Origin::gate`]); a renamed repo answers `307` with a relative `Location`; errors carry
+//!   `X-Error-Code`; [`Origin::serve_instead`] makes it serve a git file unlike its tree's oid.
 //! - the **CDN** (`127.0.0.2`) serves `GET /blobs/{sha256}?...&X-Amz-Signature=...` with
 //!   `Range: bytes=N-` support (`206` + `Content-Range`, `416` past the end).
 //! - a **second CDN** on the Hub's own address but another port (same host, another origin),
@@ -31,7 +45,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::fixture::{hex, sha256_hex};
+use crate::fixture::repo::{Repo, RepoFile, Storage};
+use crate::fixture::{TOKEN, hex, sha256_hex};
 
 /// Every presigned query holds this; it must never appear in what models-fetch prints.
 pub const SIGNATURE_MARKER: &str = "PRESIGNEDSECRET";
@@ -55,6 +70,8 @@ pub enum Route {
     Cdn,
     /// `GET` on the second CDN.
     Cdn2,
+    /// Any request to the Hub's API (`/api/...`): model info, tree, auth check.
+    HubApi,
 }
 
 /// What goes wrong with one answer.
@@ -210,6 +227,7 @@ impl Request {
 
     fn route(&self) -> Option<Route> {
         match (self.host, self.method.as_str()) {
+            (Host::Hub, _) if self.path().starts_with("/api/") => Some(Route::HubApi),
             (Host::Hub, "HEAD") => Some(Route::HubHead),
             (Host::Hub, "GET") => Some(Route::HubGet),
             (Host::Cdn, "GET") => Some(Route::Cdn),
@@ -229,29 +247,113 @@ pub struct Blob {
     pub commit: String,
 }
 
+/// A commit [`Origin::publish_repo`] made.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub repo: String,
+    /// The 40-hex commit id (a git commit over the real git tree of the files).
+    pub id: String,
+    /// Every file of the commit, sorted by path.
+    pub files: Vec<PublishedFile>,
+}
+
+impl Commit {
+    /// The file at `path`; panics when the commit has none.
+    pub fn file(&self, path: &str) -> &PublishedFile {
+        self.files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{}@{} has no {path:?}", self.repo, self.id))
+    }
+}
+
+/// One file of a [`Commit`], with what the Hub's tree says of it.
+#[derive(Debug, Clone)]
+pub struct PublishedFile {
+    pub path: String,
+    /// Its bytes, sha256 and size; `commit` is the commit's id.
+    pub blob: Blob,
+    pub storage: Storage,
+    /// The tree's `oid`: the git blob sha1 of the content (git) or of the LFS pointer (LFS).
+    pub oid: String,
+    /// The LFS pointer's size (the tree's `lfs.pointerSize`), for LFS files.
+    pub pointer_size: Option<u64>,
+}
+
+/// A file of one commit, as the Hub stores it.
+#[derive(Clone)]
 struct HubFile {
-    repo: String,
-    revision: String,
     path: String,
     blob: Blob,
     /// Kept in git (served by the Hub itself) rather than in LFS (redirected to the CDN).
     in_git: bool,
+    /// The git blob id the tree lists: of the content when in git, of the LFS pointer otherwise.
+    oid: String,
 }
 
-#[derive(Default)]
+/// One commit of a repository: every file it holds (sorted by path).
+struct HubCommit {
+    id: String,
+    files: Vec<HubFile>,
+}
+
+struct HubRepo {
+    id: String,
+    /// Oldest first; every commit stays resolvable by its id.
+    commits: Vec<HubCommit>,
+    /// Branches (and tags): name -> commit id.
+    refs: Vec<(String, String)>,
+    private: bool,
+    /// Gated: `Some(granted)`, whether the user of [`user_token`] was granted access.
+    gated: Option<bool>,
+}
+
+impl HubRepo {
+    /// The commit `revision` (a ref name or a commit id) points to.
+    fn commit(&self, revision: &str) -> Option<&HubCommit> {
+        let id = self.refs.iter().find(|(name, _)| name == revision).map_or(revision, |(_, id)| id.as_str());
+        self.commits.iter().find(|c| c.id == id)
+    }
+}
+
 struct State {
     token: Option<String>,
-    files: Vec<HubFile>,
+    repos: Vec<HubRepo>,
     /// Every blob ever published, by sha256, for the CDNs.
     blobs: Vec<Blob>,
     renames: Vec<(String, String)>,
+    /// Bytes the Hub serves for a git file instead of the content its tree lists: (repo, path).
+    served_instead: Vec<(String, String, Arc<Vec<u8>>)>,
     rules: Vec<Rule>,
     requests: Vec<Request>,
     signatures: u64,
     commits: u64,
+    /// Entries per page of the tree endpoint.
+    tree_page_size: usize,
     /// The CDN the Hub's 302s point to (`None`: the CDN).
     resolve_to: Option<Host>,
 }
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            token: None,
+            repos: Vec::new(),
+            blobs: Vec::new(),
+            renames: Vec::new(),
+            served_instead: Vec::new(),
+            rules: Vec::new(),
+            requests: Vec::new(),
+            signatures: 0,
+            commits: 0,
+            tree_page_size: TREE_PAGE_SIZE,
+            resolve_to: None,
+        }
+    }
+}
+
+/// The Hub's page size for `tree` listings without `expand`.
+pub const TREE_PAGE_SIZE: usize = 1000;
 
 struct Shared {
     state: Mutex<State>,
@@ -348,35 +450,158 @@ impl Origin {
         self.ca_pem.as_deref()
     }
 
-    /// Publishes `content` as an LFS file at `path` on `main` of `repo`, as a new commit:
-    /// resolving it redirects to the CDN.
+    /// Publishes `content` as an LFS file at `path` on `main` of `repo`, as a new commit that
+    /// keeps the other files of `main`: resolving it redirects to the CDN.
     pub fn publish(&self, repo: &str, path: &str, content: Vec<u8>) -> Blob {
-        self.add_file(repo, path, content, false)
+        self.add_file(repo, path, content, Storage::Lfs)
     }
 
     /// Publishes `content` as a file kept in git: the Hub serves it itself.
     pub fn publish_in_git(&self, repo: &str, path: &str, content: Vec<u8>) -> Blob {
-        self.add_file(repo, path, content, true)
+        self.add_file(repo, path, content, Storage::Git)
     }
 
-    fn add_file(&self, repo: &str, path: &str, content: Vec<u8>, in_git: bool) -> Blob {
+    fn add_file(&self, repo: &str, path: &str, content: Vec<u8>, storage: Storage) -> Blob {
+        let mut files = self.head_files(repo, "main");
+        let content = Arc::new(content);
+        files.retain(|f| f.path != path);
+        files.push(RepoFile { path: path.to_owned(), content, storage });
+        let commit = self.commit_files(repo, "main", files, &format!("Upload {path}"));
+        commit.file(path).blob.clone()
+    }
+
+    /// Publishes `files` as a new commit on `main` of `repo` holding exactly them (files of
+    /// the previous commit not in `files` are gone): `main` moves to it, and the commit before
+    /// stays resolvable by its id.
+    pub fn publish_repo(&self, repo: &str, files: &Repo) -> Commit {
+        self.publish_repo_on(repo, "main", files)
+    }
+
+    /// [`Origin::publish_repo`] on branch `branch` (created if new; `main` is not touched).
+    pub fn publish_repo_on(&self, repo: &str, branch: &str, files: &Repo) -> Commit {
+        self.commit_files(repo, branch, files.files.clone(), &format!("Publish {} files", files.files.len()))
+    }
+
+    /// The files of `revision` of `repo` (none if there is no such repo or revision).
+    fn head_files(&self, repo: &str, revision: &str) -> Vec<RepoFile> {
+        let state = self.shared.lock();
+        let Some(commit) = state.repos.iter().find(|r| r.id == repo).and_then(|r| r.commit(revision)) else {
+            return Vec::new();
+        };
+        commit
+            .files
+            .iter()
+            .map(|f| RepoFile {
+                path: f.path.clone(),
+                content: f.blob.content.clone(),
+                storage: if f.in_git { Storage::Git } else { Storage::Lfs },
+            })
+            .collect()
+    }
+
+    fn commit_files(&self, repo: &str, branch: &str, files: Vec<RepoFile>, message: &str) -> Commit {
         let mut state = self.shared.lock();
         state.commits += 1;
-        let sha256 = sha256_hex(&content);
-        let commit =
-            sha256_hex(format!("{repo} commit {} {sha256}", state.commits).as_bytes())[..40].to_owned();
-        let blob = Blob { size: content.len() as u64, content: Arc::new(content), sha256, commit };
-        state.files.retain(|f| !(f.repo == repo && f.revision == "main" && f.path == path));
-        let file = HubFile {
+        let serial = state.commits;
+        if !state.repos.iter().any(|r| r.id == repo) {
+            let new =
+                HubRepo { id: repo.to_owned(), commits: vec![], refs: vec![], private: false, gated: None };
+            state.repos.push(new);
+        }
+        let parent =
+            state.repos.iter().find(|r| r.id == repo).and_then(|r| r.commit(branch)).map(|c| c.id.clone());
+        let mut hub_files: Vec<HubFile> = files
+            .iter()
+            .map(|f| {
+                // A file carried over from the commit before is not hashed again.
+                let known = state.blobs.iter().find(|b| Arc::ptr_eq(&b.content, &f.content));
+                let blob = Blob {
+                    sha256: known.map_or_else(|| sha256_hex(&f.content), |b| b.sha256.clone()),
+                    size: f.content.len() as u64,
+                    content: f.content.clone(),
+                    commit: String::new(),
+                };
+                let in_git = f.storage == Storage::Git;
+                let oid = if in_git {
+                    git_blob_sha1(&blob.content)
+                } else {
+                    git_blob_sha1(lfs_pointer(&blob).as_bytes())
+                };
+                HubFile { path: f.path.clone(), blob, in_git, oid }
+            })
+            .collect();
+        hub_files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &hub_files {
+            assert!(seen.insert(f.path.as_str()), "{repo}: {} twice in one commit", f.path);
+        }
+        let (root, _) = tree_oids(&hub_files);
+        let id = git_commit_sha1(&root, parent.as_deref(), serial, message);
+        for f in &mut hub_files {
+            f.blob.commit = id.clone();
+        }
+        for f in hub_files.iter().filter(|f| !f.in_git) {
+            if !state.blobs.iter().any(|b| b.sha256 == f.blob.sha256) {
+                state.blobs.push(f.blob.clone());
+            }
+        }
+        let published = Commit {
             repo: repo.to_owned(),
-            revision: "main".to_owned(),
-            path: path.to_owned(),
-            blob: blob.clone(),
-            in_git,
+            id: id.clone(),
+            files: hub_files
+                .iter()
+                .map(|f| PublishedFile {
+                    path: f.path.clone(),
+                    blob: f.blob.clone(),
+                    storage: if f.in_git { Storage::Git } else { Storage::Lfs },
+                    oid: f.oid.clone(),
+                    pointer_size: (!f.in_git).then(|| lfs_pointer(&f.blob).len() as u64),
+                })
+                .collect(),
         };
-        state.files.push(file);
-        state.blobs.push(blob.clone());
-        blob
+        let entry = state.repos.iter_mut().find(|r| r.id == repo).expect("repo created above");
+        entry.commits.push(HubCommit { id: id.clone(), files: hub_files });
+        entry.refs.retain(|(name, _)| name != branch);
+        entry.refs.push((branch.to_owned(), id));
+        published
+    }
+
+    /// The commit `revision` of `repo` points to now.
+    pub fn commit_of(&self, repo: &str, revision: &str) -> Option<String> {
+        let state = self.shared.lock();
+        state.repos.iter().find(|r| r.id == repo)?.commit(revision).map(|c| c.id.clone())
+    }
+
+    /// `repo` becomes private: without the user's token ([`user_token`]) its resolves and API
+    /// answers are `401` with `X-Error-Code: RepoNotFound`, as the Hub hides that it exists.
+    pub fn make_private(&self, repo: &str) {
+        self.with_repo(repo, |r| r.private = true);
+    }
+
+    /// `repo` becomes gated: its model info (with `"gated": "manual"`) and tree stay public, as on
+    /// the Hub; its files answer `401` without a token and, unless `granted`, `403` to the user's
+    /// token, both with `X-Error-Code: GatedRepo`.
+    pub fn gate(&self, repo: &str, granted: bool) {
+        self.with_repo(repo, |r| r.gated = Some(granted));
+    }
+
+    /// From now on the Hub serves `content` for the git file `path` of `repo` at every commit,
+    /// while its tree and `ETag` still name the file's real git blob id.
+    pub fn serve_instead(&self, repo: &str, path: &str, content: Vec<u8>) {
+        let mut state = self.shared.lock();
+        state.served_instead.retain(|(r, p, _)| !(r == repo && p == path));
+        state.served_instead.push((repo.to_owned(), path.to_owned(), Arc::new(content)));
+    }
+
+    /// Entries per page of the tree endpoint (the Hub's is [`TREE_PAGE_SIZE`]).
+    pub fn tree_page_size(&self, entries: usize) {
+        self.shared.lock().tree_page_size = entries.max(1);
+    }
+
+    fn with_repo(&self, repo: &str, change: impl FnOnce(&mut HubRepo)) {
+        let mut state = self.shared.lock();
+        let entry = state.repos.iter_mut().find(|r| r.id == repo);
+        change(entry.unwrap_or_else(|| panic!("{repo} is not published")));
     }
 
     /// `from` was renamed `to`: resolving in `from` answers a relative 307 into `to`.
@@ -508,7 +733,7 @@ async fn serve<C: Conn>(mut conn: C, host: Host, shared: &Shared) {
         match host {
             Host::Hub => {
                 let cdn = shared.base(state.resolve_to.unwrap_or(Host::Cdn)).to_owned();
-                hub_answer(&mut state, &request, &cdn)
+                hub_answer(&mut state, &request, &shared.hub, &cdn)
             }
             Host::Cdn | Host::Cdn2 => cdn_answer(&state, &request),
         }
@@ -589,63 +814,337 @@ fn hub_error(status: u16, code: Option<&str>, message: &str) -> Answer {
         headers.push(("X-Error-Code".to_owned(), code.to_owned()));
     }
     headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
-    Answer::Plain { status, headers, body: format!("{{\"error\":\"{message}\"}}").into_bytes() }
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).expect("JSON");
+    Answer::Plain { status, headers, body }
 }
 
-/// `/{org}/{name}/resolve/{revision}/{path}` as the Hub answers it.
-fn hub_answer(state: &mut State, request: &Request, cdn: &str) -> Answer {
-    let segments: Vec<&str> = request.path().trim_start_matches('/').splitn(5, '/').collect();
-    let [org, name, "resolve", revision_raw, path_raw] = segments[..] else {
-        return hub_error(404, None, "Not found");
-    };
+/// The token of the origin's user: the one the Hub requires, or [`TOKEN`] when it requires
+/// none (then only private and gated repositories look at it).
+pub fn user_token(origin_token: Option<&str>) -> String {
+    origin_token.unwrap_or(TOKEN).to_owned()
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Whether `request` carries the user's token.
+fn authorized(state: &State, request: &Request) -> bool {
+    request.header("authorization") == Some(&format!("Bearer {}", user_token(state.token.as_deref())))
+}
+
+/// The Hub's refusal of `request` to `repo`, if any: `files` for downloads (where a gate holds),
+/// not for the public metadata of a gated repository.
+fn refusal(state: &State, repo: &HubRepo, request: &Request, files: bool) -> Option<Answer> {
+    let user = authorized(state, request);
+    if repo.private && !user {
+        return Some(hub_error(401, Some("RepoNotFound"), "Repository not found"));
+    }
+    match repo.gated {
+        Some(granted) if files && !(user && granted) => Some(if user {
+            let message = format!(
+                "Access to model {0} is restricted and you are not in the authorized list. \
+                 Visit https://huggingface.co/{0} to ask for access.",
+                repo.id
+            );
+            hub_error(403, Some("GatedRepo"), &message)
+        } else {
+            let message = format!(
+                "Access to model {} is restricted. You must have access to it and be authenticated to access it. Please log in.",
+                repo.id
+            );
+            hub_error(401, Some("GatedRepo"), &message)
+        }),
+        _ => None,
+    }
+}
+
+/// The Hub: `/{org}/{name}/resolve/{revision}/{path}` and the `/api/models/...` endpoints.
+fn hub_answer(state: &mut State, request: &Request, hub: &str, cdn: &str) -> Answer {
     if let Some(token) = &state.token
         && request.header("authorization") != Some(&format!("Bearer {token}"))
     {
         return hub_error(401, None, "Invalid credentials in Authorization header");
     }
+    if let Some(rest) = request.path().strip_prefix("/api/models/") {
+        return api_answer(state, request, rest, hub);
+    }
+    resolve_answer(state, request, cdn)
+}
+
+/// `/{org}/{name}/resolve/{revision}/{path}` as the Hub answers it.
+fn resolve_answer(state: &mut State, request: &Request, cdn: &str) -> Answer {
+    let segments: Vec<&str> = request.path().trim_start_matches('/').splitn(5, '/').collect();
+    let [org, name, "resolve", revision_raw, path_raw] = segments[..] else {
+        return hub_error(404, None, "Not found");
+    };
     let repo = format!("{org}/{name}");
     if let Some((_, to)) = state.renames.iter().find(|(from, _)| *from == repo) {
         let location = format!("/{to}/resolve/{revision_raw}/{path_raw}");
         let body = format!("Temporary Redirect. Redirecting to {location}").into_bytes();
         return Answer::Plain { status: 307, headers: vec![("Location".into(), location)], body };
     }
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     let (revision, path) = (decode(revision_raw), decode(path_raw));
-    let in_repo: Vec<&HubFile> = state.files.iter().filter(|f| f.repo == repo).collect();
-    let at_revision: Vec<&HubFile> =
-        in_repo.iter().copied().filter(|f| f.revision == revision || f.blob.commit == revision).collect();
-    let Some(file) = at_revision.iter().find(|f| f.path == path) else {
-        return match (in_repo.is_empty(), at_revision.is_empty()) {
-            (true, _) => hub_error(401, Some("RepoNotFound"), "Repository not found"),
-            (false, true) => hub_error(404, Some("RevisionNotFound"), "Invalid rev id"),
-            (false, false) => hub_error(404, Some("EntryNotFound"), "Entry not found"),
-        };
+    let Some(hub_repo) = state.repos.iter().find(|r| r.id == repo) else {
+        return hub_error(401, Some("RepoNotFound"), "Repository not found");
+    };
+    if let Some(refused) = refusal(state, hub_repo, request, true) {
+        return refused;
+    }
+    let Some(commit) = hub_repo.commit(&revision) else {
+        return hub_error(404, Some("RevisionNotFound"), &format!("Invalid rev id: {revision}"));
+    };
+    let Some(file) = commit.files.iter().find(|f| f.path == path) else {
+        let mut answer = hub_error(404, Some("EntryNotFound"), "Entry not found");
+        if let Answer::Plain { headers, .. } = &mut answer {
+            headers.push(("X-Repo-Commit".to_owned(), commit.id.clone()));
+        }
+        return answer;
     };
     let blob = &file.blob;
     if file.in_git {
+        let served = state.served_instead.iter().find(|(r, p, _)| *r == repo && *p == path);
         let headers = vec![
-            ("X-Repo-Commit".to_owned(), blob.commit.clone()),
-            ("ETag".to_owned(), format!("\"{}\"", git_blob_sha1(&blob.content))),
+            ("X-Repo-Commit".to_owned(), commit.id.clone()),
+            ("ETag".to_owned(), format!("\"{}\"", file.oid)),
         ];
-        return Answer::Bytes { headers, content: blob.content.clone() };
+        let content = served.map_or_else(|| blob.content.clone(), |(_, _, content)| content.clone());
+        return Answer::Bytes { headers, content };
     }
+    let (commit_id, oid) = (commit.id.clone(), file.oid.clone());
     state.signatures += 1;
     let location = format!(
         "{cdn}/blobs/{}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature={SIGNATURE_MARKER}{:06}",
         blob.sha256, state.signatures
     );
-    let pointer = format!(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
-        blob.sha256, blob.size
-    );
     let headers = vec![
         ("Location".to_owned(), location.clone()),
-        ("X-Repo-Commit".to_owned(), blob.commit.clone()),
+        ("X-Repo-Commit".to_owned(), commit_id),
         ("X-Linked-Etag".to_owned(), format!("\"{}\"", blob.sha256)),
         ("X-Linked-Size".to_owned(), blob.size.to_string()),
-        ("ETag".to_owned(), format!("\"{}\"", git_blob_sha1(pointer.as_bytes()))),
+        ("ETag".to_owned(), format!("\"{oid}\"")),
     ];
     Answer::Plain { status: 302, headers, body: format!("Found. Redirecting to {location}").into_bytes() }
+}
+
+fn json_answer(value: &serde_json::Value, extra: Vec<(String, String)>) -> Answer {
+    let mut headers = vec![("Content-Type".to_owned(), "application/json; charset=utf-8".to_owned())];
+    headers.extend(extra);
+    Answer::Plain { status: 200, headers, body: serde_json::to_vec(value).expect("JSON") }
+}
+
+/// `/api/models/{org}/{name}[/revision/{rev}|/tree/{rev}[/{path}]|/auth-check]`, `rest` being
+/// what follows `/api/models/`, still percent-encoded.
+fn api_answer(state: &State, request: &Request, rest: &str, hub: &str) -> Answer {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (org, name) = match segments[..] {
+        [org, name, ..] if !org.is_empty() && !name.is_empty() => (org, name),
+        _ => return hub_error(404, None, "Not found"),
+    };
+    let repo = format!("{}/{}", decode(org), decode(name));
+    let Some(hub_repo) = state.repos.iter().find(|r| r.id == repo) else {
+        return hub_error(401, Some("RepoNotFound"), "Repository not found");
+    };
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.target.split_once('?').map_or("", |(_, q)| q).as_bytes())
+            .into_owned()
+            .collect();
+    let flag = |key: &str| query.iter().any(|(k, v)| k == key && matches!(v.as_str(), "true" | "True" | "1"));
+    match segments[2..] {
+        [] | ["revision", _] => {
+            if let Some(refused) = refusal(state, hub_repo, request, false) {
+                return refused;
+            }
+            let revision = segments.get(3).map_or_else(|| "main".to_owned(), |r| decode(r));
+            let Some(commit) = hub_repo.commit(&revision) else {
+                return hub_error(404, Some("RevisionNotFound"), &format!("Invalid rev id: {revision}"));
+            };
+            json_answer(&model_info(hub_repo, commit, flag("blobs")), vec![])
+        }
+        ["tree", revision_raw, ..] => {
+            if let Some(refused) = refusal(state, hub_repo, request, false) {
+                return refused;
+            }
+            let revision = decode(revision_raw);
+            let Some(commit) = hub_repo.commit(&revision) else {
+                return hub_error(404, Some("RevisionNotFound"), &format!("Invalid rev id: {revision}"));
+            };
+            let path_raw = segments[4..].join("/");
+            let path = decode(&path_raw);
+            let entries = tree_entries(commit, &path, flag("recursive"));
+            if !path.is_empty() && entries.is_none() {
+                return hub_error(
+                    404,
+                    Some("EntryNotFound"),
+                    &format!("{path} does not exist on \"{revision}\""),
+                );
+            }
+            let entries = entries.unwrap_or_default();
+            let start = query
+                .iter()
+                .find(|(k, _)| k == "cursor")
+                .and_then(|(_, v)| v.strip_prefix("page-")?.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(entries.len());
+            let end = (start + state.tree_page_size).min(entries.len());
+            let mut link = vec![];
+            if end < entries.len() {
+                let mut next = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in query.iter().filter(|(k, _)| k != "cursor") {
+                    next.append_pair(k, v);
+                }
+                next.append_pair("cursor", &format!("page-{end}"));
+                let tail = if path_raw.is_empty() { String::new() } else { format!("/{path_raw}") };
+                let url =
+                    format!("{hub}/api/models/{org}/{name}/tree/{revision_raw}{tail}?{}", next.finish());
+                link.push(("Link".to_owned(), format!("<{url}>; rel=\"next\"")));
+            }
+            json_answer(&serde_json::Value::Array(entries[start..end].to_vec()), link)
+        }
+        ["auth-check"] => match refusal(state, hub_repo, request, true) {
+            Some(refused) => refused,
+            None => json_answer(&serde_json::json!({}), vec![]),
+        },
+        _ => hub_error(404, None, "Not found"),
+    }
+}
+
+/// The model info the Hub answers for `commit` of `repo` (`blobs`: with each sibling's size,
+/// blob id and LFS data).
+fn model_info(repo: &HubRepo, commit: &HubCommit, blobs: bool) -> serde_json::Value {
+    let siblings: Vec<serde_json::Value> = commit
+        .files
+        .iter()
+        .map(|f| {
+            let mut sibling = serde_json::json!({ "rfilename": f.path });
+            if blobs {
+                sibling["blobId"] = f.oid.clone().into();
+                sibling["size"] = f.blob.size.into();
+                if !f.in_git {
+                    sibling["lfs"] = serde_json::json!({
+                        "sha256": f.blob.sha256,
+                        "size": f.blob.size,
+                        "pointerSize": lfs_pointer(&f.blob).len(),
+                    });
+                }
+            }
+            sibling
+        })
+        .collect();
+    let author = repo.id.split('/').next().unwrap_or_default();
+    serde_json::json!({
+        "_id": &sha256_hex(repo.id.as_bytes())[..24],
+        "id": repo.id,
+        "modelId": repo.id,
+        "author": author,
+        "sha": commit.id,
+        "lastModified": "2026-01-01T00:00:00.000Z",
+        "createdAt": "2025-01-01T00:00:00.000Z",
+        "private": repo.private,
+        "gated": repo.gated.map_or(serde_json::Value::Bool(false), |_| "manual".into()),
+        "disabled": false,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "siblings": siblings,
+        "spaces": [],
+        "usedStorage": commit.files.iter().map(|f| f.blob.size).sum::<u64>(),
+    })
+}
+
+/// The tree endpoint's entries under `path` ("" = the root) of `commit`, sorted by path; only
+/// its direct children unless `recursive`. `None` when `path` is no folder of the commit.
+fn tree_entries(commit: &HubCommit, path: &str, recursive: bool) -> Option<Vec<serde_json::Value>> {
+    let (_, dirs) = tree_oids(&commit.files);
+    if !path.is_empty() && !dirs.contains_key(path) {
+        return None;
+    }
+    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    let wanted = |p: &str| p.strip_prefix(&prefix).is_some_and(|rest| recursive || !rest.contains('/'));
+    let mut entries: Vec<(String, serde_json::Value)> = dirs
+        .iter()
+        .filter(|(dir, _)| !dir.is_empty() && wanted(dir))
+        .map(|(dir, oid)| {
+            (dir.clone(), serde_json::json!({"type": "directory", "oid": oid, "size": 0, "path": dir}))
+        })
+        .collect();
+    for f in commit.files.iter().filter(|f| wanted(&f.path)) {
+        let mut entry =
+            serde_json::json!({"type": "file", "oid": f.oid, "size": f.blob.size, "path": f.path});
+        if !f.in_git {
+            entry["lfs"] = serde_json::json!({
+                "oid": f.blob.sha256,
+                "size": f.blob.size,
+                "pointerSize": lfs_pointer(&f.blob).len(),
+            });
+        }
+        entries.push((f.path.clone(), entry));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(entries.into_iter().map(|(_, e)| e).collect())
+}
+
+/// The LFS pointer file git keeps for `blob`.
+fn lfs_pointer(blob: &Blob) -> String {
+    format!("version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n", blob.sha256, blob.size)
+}
+
+/// The git tree ids of `files` (sorted by path): the root's, and every folder's by its path
+/// (the root as "").
+fn tree_oids(files: &[HubFile]) -> (String, std::collections::BTreeMap<String, String>) {
+    fn hash_dir(
+        prefix: &str,
+        files: &[&HubFile],
+        dirs: &mut std::collections::BTreeMap<String, String>,
+    ) -> String {
+        // (name as git sorts it, mode, name, raw oid)
+        let mut entries: Vec<(Vec<u8>, &str, String, Vec<u8>)> = Vec::new();
+        let mut subdirs = std::collections::BTreeSet::new();
+        for f in files {
+            let rest = &f.path[prefix.len()..];
+            match rest.split_once('/') {
+                None => entries.push((rest.as_bytes().to_vec(), "100644", rest.to_owned(), unhex(&f.oid))),
+                Some((dir, _)) => {
+                    subdirs.insert(dir.to_owned());
+                }
+            }
+        }
+        for dir in subdirs {
+            let sub_prefix = format!("{prefix}{dir}/");
+            let inside: Vec<&HubFile> =
+                files.iter().copied().filter(|f| f.path.starts_with(&sub_prefix)).collect();
+            let oid = hash_dir(&sub_prefix, &inside, dirs);
+            entries.push((format!("{dir}/").into_bytes(), "40000", dir, unhex(&oid)));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut body = Vec::new();
+        for (_, mode, name, oid) in &entries {
+            body.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            body.extend_from_slice(oid);
+        }
+        let oid = git_object_sha1("tree", &body);
+        dirs.insert(prefix.trim_end_matches('/').to_owned(), oid.clone());
+        oid
+    }
+    let mut dirs = std::collections::BTreeMap::new();
+    let root = hash_dir("", &files.iter().collect::<Vec<_>>(), &mut dirs);
+    (root, dirs)
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+}
+
+/// A git commit id over `tree`, after `parent`.
+fn git_commit_sha1(tree: &str, parent: Option<&str>, serial: u64, message: &str) -> String {
+    let mut body = format!("tree {tree}\n");
+    if let Some(parent) = parent {
+        body.push_str(&format!("parent {parent}\n"));
+    }
+    let when = 1_767_225_600 + serial;
+    body.push_str(&format!("author Test <test@example.invalid> {when} +0000\n"));
+    body.push_str(&format!("committer Test <test@example.invalid> {when} +0000\n\n{message}\n"));
+    git_object_sha1("commit", body.as_bytes())
 }
 
 /// `/blobs/{sha256}` with a presigned query, as the CDN answers it.
@@ -810,9 +1309,14 @@ fn reset<C: Conn>(conn: &C) {
 }
 
 /// The git blob id of `content`: `sha1("blob <len>\0" + content)`.
-fn git_blob_sha1(content: &[u8]) -> String {
+pub fn git_blob_sha1(content: &[u8]) -> String {
+    git_object_sha1("blob", content)
+}
+
+/// The id of a git object of `kind`: `sha1("<kind> <len>\0" + body)`.
+fn git_object_sha1(kind: &str, body: &[u8]) -> String {
     let mut hasher = sha1::Sha1::new();
-    hasher.update(format!("blob {}\0", content.len()).as_bytes());
-    hasher.update(content);
+    hasher.update(format!("{kind} {}\0", body.len()).as_bytes());
+    hasher.update(body);
     hex(&hasher.finalize())
 }
