@@ -8,7 +8,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::error::FetchError;
+use super::error::{Answer, Cause, FetchError, Redirect, describe};
 use super::retry::{parse_rate_limit, parse_retry_after};
 use crate::config::Config;
 use crate::secret::{Token, TokenError, redact};
@@ -133,8 +133,7 @@ impl Http {
         range: Option<&str>,
         stop_at_other_origin: bool,
     ) -> Result<(Url, Response), FetchError> {
-        let mut url = Url::parse(start)
-            .map_err(|e| FetchError::permanent(format!("{}: not a URL: {e}", redact(start))))?;
+        let mut url = Url::parse(start).map_err(|source| Cause::BadUrl { url: redact(start), source })?;
         for _ in 0..=MAX_REDIRECTS {
             let mut request =
                 self.client.request(method.clone(), url.clone()).header(header::ACCEPT_ENCODING, "identity");
@@ -146,44 +145,33 @@ impl Http {
             }
             let response = tokio::time::timeout(self.stall_timeout, request.send())
                 .await
-                .map_err(|_| {
-                    FetchError::transient(format!(
-                        "{}: no answer within {}",
-                        redact(url.as_str()),
-                        humantime::format_duration(self.stall_timeout)
-                    ))
-                })?
-                .map_err(|e| transport_error(&url, &e))?;
+                .map_err(|_| Cause::NoAnswer { url: redact(url.as_str()), after: self.stall_timeout })?
+                .map_err(|e| transport_error(&url, e))?;
             if !response.status().is_redirection() {
                 return Ok((url, response));
             }
             let Some(location) = response.headers().get(header::LOCATION) else {
                 return Err(status_error(&url, &response, ""));
             };
-            let next = location.to_str().ok().and_then(|l| url.join(l).ok()).ok_or_else(|| {
-                FetchError::permanent(format!("{}: unreadable redirect", redact(url.as_str())))
-            })?;
+            let refused = |refused| Cause::Redirect { url: redact(url.as_str()), refused };
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| refused(Redirect::Unreadable))?;
             if !matches!(next.scheme(), "http" | "https") {
-                return Err(FetchError::permanent(format!(
-                    "{}: refused a redirect to a {} URL",
-                    redact(url.as_str()),
-                    next.scheme()
-                )));
+                return Err(refused(Redirect::Scheme(next.scheme().to_owned())).into());
             }
             if url.scheme() == "https" && next.scheme() != "https" {
-                return Err(FetchError::permanent(format!(
-                    "{}: refused a redirect from https to {} ({})",
-                    redact(url.as_str()),
-                    next.scheme(),
-                    redact(next.as_str())
-                )));
+                let (scheme, next) = (next.scheme().to_owned(), redact(next.as_str()));
+                return Err(refused(Redirect::Downgrade { scheme, next }).into());
             }
             if stop_at_other_origin && next.origin() != url.origin() {
                 return Ok((url, response));
             }
             url = next;
         }
-        Err(FetchError::permanent(format!("{}: more than {MAX_REDIRECTS} redirects", redact(start))))
+        Err(Cause::Redirect { url: redact(start), refused: Redirect::TooMany(MAX_REDIRECTS) }.into())
     }
 
     /// `HEAD` of a Hub resolve URL: commit, etag, size and where the bytes are.
@@ -204,18 +192,12 @@ impl Http {
         let headers = response.headers();
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let Some(commit) = text("x-repo-commit") else {
-            return Err(FetchError::permanent(format!(
-                "{}: the endpoint did not answer like a Hugging Face Hub (no X-Repo-Commit header)",
-                redact(url.as_str())
-            )));
+            return Err(Cause::NotAHub { url: redact(url.as_str()) }.into());
         };
         // The commit becomes a folder name in the cache: only a 40-hex commit id is accepted.
         if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(FetchError::permanent(format!(
-                "{}: the Hub answered X-Repo-Commit {:?}, which is not a 40-hex commit id",
-                redact(url.as_str()),
-                commit.chars().take(80).collect::<String>()
-            )));
+            let commit = commit.chars().take(80).collect();
+            return Err(Cause::BadCommit { url: redact(url.as_str()), commit }.into());
         }
         let commit = commit.to_ascii_lowercase();
         let etag = text("x-linked-etag").or_else(|| text("etag")).map(normalize_etag);
@@ -250,16 +232,11 @@ impl Http {
             return Ok(response);
         }
         if status == StatusCode::RANGE_NOT_SATISFIABLE && range.is_some() {
-            let mut error =
-                FetchError::transient(format!("{}: 416 Range Not Satisfiable", redact(final_url.as_str())));
-            error.range_not_satisfiable = true;
-            return Err(error);
+            return Err(Cause::RangeNotSatisfiable { url: redact(final_url.as_str()) }.into());
         }
         let other_origin = final_url.origin() != self.endpoint.origin();
         if status == StatusCode::FORBIDDEN && other_origin && final_url.query().is_some() {
-            let mut error = status_error(&final_url, &response, " (the presigned URL may have expired)");
-            error.expired = true;
-            return Err(error);
+            return Err(Cause::Expired { answer: answer(&final_url, &response), again: false }.into());
         }
         let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !other_origin {
             self.token_hint()
@@ -289,14 +266,8 @@ impl Http {
             }
         };
         match read {
-            Err(_) => Err(FetchError::transient(format!(
-                "{}: stalled, no data for {}",
-                redact(url),
-                humantime::format_duration(self.stall_timeout)
-            ))),
-            Ok(Err(e)) => {
-                Err(FetchError::transient(format!("{}: connection broke: {}", redact(url), describe(&e))))
-            }
+            Err(_) => Err(Cause::Stalled { url: redact(url), after: self.stall_timeout }.into()),
+            Ok(Err(e)) => Err(Cause::Broke { url: redact(url), source: e.without_url() }.into()),
             Ok(Ok(chunk)) => Ok(chunk),
         }
     }
@@ -331,60 +302,60 @@ pub fn normalize_etag(etag: &str) -> String {
     etag.trim().trim_start_matches("W/").trim_matches('"').to_owned()
 }
 
-/// What went wrong with a request that got no usable answer, with its causes, without the URL
-/// (reqwest's own text includes the URL and so a presigned query string).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
-        "cannot connect"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "the response body broke"
-    } else {
-        "request failed"
-    }
-    .to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// A request that got no HTTP answer: always transient (connect, reset, TLS hiccup, timeout)
-/// except for a certificate the system does not trust, which no retry fixes.
-fn transport_error(url: &Url, error: &reqwest::Error) -> FetchError {
-    let text = describe(error);
-    let message = format!("{}: {text}", redact(url.as_str()));
-    if text.contains("certificate") || text.contains("UnknownIssuer") {
-        return FetchError::permanent(format!("{message} (set ca_file to trust a private CA)"));
+/// except for a certificate the system does not trust, which no retry fixes. The URL is taken
+/// out of the error: its text would show a presigned query string.
+fn transport_error(url: &Url, error: reqwest::Error) -> FetchError {
+    let (url, source) = (redact(url.as_str()), error.without_url());
+    if certificate_error(&source).is_some() {
+        return Cause::Certificate { url, source }.into();
     }
-    FetchError::transient(message)
+    Cause::Transport { url, source }.into()
 }
 
-/// An HTTP status that is not a success, classified.
-fn status_error(url: &Url, response: &Response, hint: &str) -> FetchError {
-    let status = response.status();
-    let headers = response.headers();
-    let code = header_text(headers, "x-error-code").map(|c| format!(" ({c})")).unwrap_or_default();
-    let message = header_text(headers, "x-error-message").map(|m| format!(": {m}")).unwrap_or_default();
-    let text = format!("{}: {status}{code}{message}{hint}", redact(url.as_str()));
-    let transient = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    if !transient {
-        return FetchError::permanent(text);
+/// The TLS library's own certificate error somewhere in `error`'s chain. An `io::Error` shows
+/// the error it wraps but its `source` skips it, so each one's inner error is looked at too.
+pub fn certificate_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let is_certificate = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::InvalidCertRevocationList(_)
+        )
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let inner = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        let found = error.downcast_ref::<rustls::Error>().or_else(|| inner?.downcast_ref::<rustls::Error>());
+        if let Some(found) = found.filter(|e| is_certificate(e)) {
+            return Some(found);
+        }
+        next = error.source();
     }
-    let mut error = FetchError::transient(text);
-    error.retry_after = header_text(headers, "retry-after")
+    None
+}
+
+/// What a non-success answer says.
+fn answer(url: &Url, response: &Response) -> Answer {
+    let headers = response.headers();
+    Answer {
+        url: redact(url.as_str()),
+        status: response.status(),
+        code: header_text(headers, "x-error-code").map(str::to_owned),
+        message: header_text(headers, "x-error-message").map(str::to_owned),
+    }
+}
+
+/// An HTTP status that is not a success; a transient one keeps the server's wait.
+fn status_error(url: &Url, response: &Response, hint: &str) -> FetchError {
+    let answer = answer(url, response);
+    let headers = response.headers();
+    let retry_after = header_text(headers, "retry-after")
         .and_then(|v| parse_retry_after(v, SystemTime::now()))
         .or_else(|| header_text(headers, "ratelimit").and_then(parse_rate_limit));
-    error
+    Cause::Http { answer, hint: hint.to_owned(), retry_after }.into()
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
