@@ -314,7 +314,9 @@ fn transport_error(url: &Url, error: reqwest::Error) -> FetchError {
 }
 
 /// The TLS library's own certificate error somewhere in `error`'s chain. An `io::Error` shows
-/// the error it wraps but its `source` skips it, so each one's inner error is looked at too.
+/// the error it wraps but its `source` skips it (to that one's source), so the walk goes into
+/// the wrapped error instead: the connector's `io::Error` wraps tokio-rustls's `io::Error`,
+/// which wraps the `rustls::Error`.
 pub fn certificate_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let is_certificate = |e: &rustls::Error| {
         matches!(
@@ -327,12 +329,13 @@ pub fn certificate_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Op
     };
     let mut next = Some(error);
     while let Some(error) = next {
-        let inner = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-        let found = error.downcast_ref::<rustls::Error>().or_else(|| inner?.downcast_ref::<rustls::Error>());
-        if let Some(found) = found.filter(|e| is_certificate(e)) {
+        if let Some(found) = error.downcast_ref::<rustls::Error>().filter(|e| is_certificate(e)) {
             return Some(found);
         }
-        next = error.source();
+        next = match error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
     }
     None
 }
@@ -411,5 +414,73 @@ mod tests {
         assert!(!content_range_matches(Some(&v("bytes 100-999/2000")), 100, 1000));
         assert!(!content_range_matches(Some(&v("items 100-999/1000")), 100, 1000));
         assert!(!content_range_matches(None, 100, 1000));
+    }
+
+    /// An error that wraps another and says nothing about certificates itself.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the handshake went wrong")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn certificate_errors_are_found_by_type_not_by_text() {
+        use std::io::{Error, ErrorKind};
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let chain = Wrapper(Error::new(ErrorKind::InvalidData, unknown.clone()));
+        assert_eq!(certificate_error(&chain), Some(&unknown));
+        // As the connector reports it: an io::Error around tokio-rustls's io::Error.
+        let nested = Error::other(Error::new(ErrorKind::InvalidData, unknown.clone()));
+        assert_eq!(certificate_error(&Wrapper(nested)), Some(&unknown));
+        // Text that names a certificate is not a certificate error.
+        let lookalike = Wrapper(Error::other("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(certificate_error(&lookalike), None);
+        // Nor is another TLS failure (a retry may mend it).
+        let other = Wrapper(Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError));
+        assert_eq!(certificate_error(&other), None);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_server_certificate_is_permanent_and_says_ca_file() {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let endpoint = format!("https://{address}");
+        let text = format!("index = \"/x/index.json\"\nendpoint = \"{endpoint}\"\n");
+        let config = Config::parse(std::path::Path::new("/x/config.toml"), &text).unwrap();
+        let http = Http::new(&config, Ok(None)).unwrap();
+        let error = http.resolve(&format!("{endpoint}/org/m/resolve/main/m.bin")).await.unwrap_err();
+        assert!(matches!(*error.cause, Cause::Certificate { .. }), "{error:?}");
+        assert_eq!(error.kind(), super::super::Kind::Permanent);
+        assert_eq!(error.symptom(), super::super::Symptom::UntrustedCertificate);
+        assert!(error.to_string().contains("set ca_file"), "{error}");
+        let source = std::error::Error::source(&error).expect("the reqwest error as the source");
+        assert!(certificate_error(source).is_some());
     }
 }
