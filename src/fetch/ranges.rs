@@ -371,4 +371,52 @@ mod tests {
         assert_eq!(queue, vec![(10, 16), (16, 25), (40, 48), (48, 50)]);
         assert!(requests(&(0..50).map(|i| i..i + 1).collect(), 50, 16).is_empty());
     }
+
+    /// A server that answers every request with the whole body and 200, ignoring `Range`.
+    async fn ignoring_range(body: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(head.as_bytes()).await;
+                    let _ = tcp.write_all(&body).await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_range_ends_in_no_ranges_with_the_partial_gone() {
+        let body = vec![7u8; 300_000];
+        let endpoint = ignoring_range(body.clone()).await;
+        let text =
+            format!("index = \"/x/index.json\"\nendpoint = \"{endpoint}\"\nconnections_per_file = 4\n");
+        let config = crate::config::Config::parse(Path::new("/x/config.toml"), &text).unwrap();
+        let http = Http::new(&config, Ok(None)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("p");
+        let (sha256, size) = crate::digest::hash_reader(&body[..]).unwrap();
+        let expected = Expected { sha256, size };
+        let transferred = AtomicU64::new(0);
+        let url = format!("{endpoint}/blob");
+        let ended = download(&http, &url, &partial, Partial::Absent, &expected, &|_| {}, &transferred).await;
+        assert_eq!(ended.unwrap(), Ended::NoRanges);
+        assert!(!partial.exists() && !partial::sidecar_path(&partial).exists(), "the partial files stay");
+    }
 }
