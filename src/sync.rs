@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::digest::hash_reader;
-use crate::fetch::{self, FetchError, Http, Kind, Origin, retry};
+use crate::fetch::error::Cause;
+use crate::fetch::{self, FetchError, Http, Kind, Origin, Symptom, retry};
 use crate::index::Source;
 use crate::item::Item;
 use crate::layout::Layout;
@@ -43,12 +44,12 @@ pub trait Reporter: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Published and verified; `fetched` is `None` when nothing had to be fetched.
-    Published {
-        fetched: Option<FetchedFrom>,
-    },
+    Published { fetched: Option<FetchedFrom> },
     Failed {
         kind: Kind,
         reason: String,
+        /// The few words the daemon's status line shows.
+        symptom: Symptom,
     },
 }
 
@@ -114,7 +115,11 @@ impl Engine {
             return plan
                 .items
                 .iter()
-                .map(|_| Outcome::Failed { kind: Kind::Local, reason: reason.clone() })
+                .map(|_| Outcome::Failed {
+                    kind: Kind::Local,
+                    reason: reason.clone(),
+                    symptom: Symptom::DiskError,
+                })
                 .collect();
         }
         publish::sweep(&self.layout, &plan.items);
@@ -148,7 +153,7 @@ impl Engine {
             Outcome::Published { fetched: None } => {
                 tracing::debug!(sha256 = %item.sha256, "already published and intact");
             }
-            Outcome::Failed { kind, reason } => {
+            Outcome::Failed { kind, reason, .. } => {
                 tracing::error!(sha256 = %item.sha256, error_kind = kind.name(), "failed: {reason}");
             }
         }
@@ -162,17 +167,18 @@ impl Engine {
         match self.reuse(item).await {
             Ok(true) => return Outcome::Published { fetched: None },
             Ok(false) => {}
-            Err(reason) => return Outcome::Failed { kind: Kind::Local, reason },
+            Err(reason) => return Outcome::Failed { kind: Kind::Local, reason, symptom: Symptom::DiskError },
         }
         let partial = self.layout.partial(item);
         if let Err(e) = publish::prepare_item(&self.layout, item) {
             return Outcome::Failed {
                 kind: Kind::Local,
                 reason: format!("cannot create the cache folder: {e}"),
+                symptom: Symptom::of_io(&e),
             };
         }
         if let Err(e) = enough_space(&partial, item.size_bytes) {
-            return Outcome::Failed { kind: Kind::Local, reason: e.message };
+            return Outcome::Failed { kind: Kind::Local, reason: e.to_string(), symptom: e.symptom() };
         }
         self.reporter.started(item);
         let expected = Expected { sha256: item.sha256.clone(), size: item.size_bytes };
@@ -198,17 +204,21 @@ impl Engine {
                                 elapsed: started.elapsed(),
                             }),
                         },
-                        Ok(Err(e)) => {
-                            Outcome::Failed { kind: Kind::Local, reason: format!("cannot publish: {e}") }
-                        }
-                        Err(e) => {
-                            Outcome::Failed { kind: Kind::Local, reason: format!("cannot publish: {e}") }
-                        }
+                        Ok(Err(e)) => Outcome::Failed {
+                            kind: Kind::Local,
+                            reason: format!("cannot publish: {e}"),
+                            symptom: Symptom::of_io(&e),
+                        },
+                        Err(e) => Outcome::Failed {
+                            kind: Kind::Local,
+                            reason: format!("cannot publish: {e}"),
+                            symptom: Symptom::DiskError,
+                        },
                     };
                 }
                 Err(error) => {
                     tracing::warn!(source = %origin.describe(), error_kind = error.kind_name(), "{error}");
-                    let local = error.kind == Kind::Local;
+                    let local = error.kind() == Kind::Local;
                     failures.push((origin.describe(), error));
                     if local {
                         break;
@@ -294,41 +304,30 @@ fn known_commit(layout: &Layout, item: &Item) -> Option<String> {
 
 /// Every origin failed: the outcome names each one's reason; the kind is the gravest.
 fn failed(failures: Vec<(String, FetchError)>) -> Outcome {
-    let kind = failures
-        .iter()
-        .map(|(_, e)| e.kind)
-        .max_by_key(|k| match k {
-            Kind::Transient => 0,
-            Kind::Permanent => 1,
-            Kind::Integrity => 2,
-            Kind::Local => 3,
-        })
-        .unwrap_or(Kind::Permanent);
+    let gravest = failures.iter().map(|(_, e)| e).max_by_key(|e| match e.kind() {
+        Kind::Transient => 0,
+        Kind::Permanent => 1,
+        Kind::Integrity => 2,
+        Kind::Local => 3,
+    });
+    let (kind, symptom) = gravest.map_or((Kind::Permanent, Symptom::Refused), |e| (e.kind(), e.symptom()));
     let reason = match failures.as_slice() {
-        [(_, only)] => only.message.clone(),
+        [(_, only)] => only.to_string(),
         many => many.iter().map(|(origin, e)| format!("{origin}: {e}")).collect::<Vec<_>>().join("; "),
     };
-    Outcome::Failed { kind, reason }
+    Outcome::Failed { kind, reason, symptom }
 }
 
 /// Refuses to start a download the disk cannot hold (the partial's bytes already count).
 fn enough_space(partial: &Path, size: u64) -> Result<(), FetchError> {
     let dir = partial.parent().unwrap_or(Path::new("."));
     if let Err(e) = std::fs::create_dir_all(dir) {
-        return Err(FetchError::local(&format!("cannot create {}", dir.display()), &e));
+        return Err(FetchError::io(format!("cannot create {}", dir.display()), e));
     }
     let have = crate::fsx::regular_len(partial);
     let need = size.saturating_sub(have) + SPACE_MARGIN;
     match fs4::available_space(dir) {
-        Ok(free) if free < need => Err(FetchError::new(
-            Kind::Local,
-            format!(
-                "not enough space in {}: {} free, {} needed; free space, then run again",
-                dir.display(),
-                bytesize::ByteSize(free).display().iec(),
-                bytesize::ByteSize(need).display().iec()
-            ),
-        )),
+        Ok(free) if free < need => Err(Cause::NoSpace { dir: dir.display().to_string(), free, need }.into()),
         _ => Ok(()),
     }
 }

@@ -2,7 +2,6 @@
 //! the digest and size of the bytes on disk (computed while streaming, by `sink`).
 
 use crate::digest::Sha256Hex;
-use crate::fetch::FetchError;
 
 /// What the index says the file is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,19 +17,22 @@ pub struct Written {
     pub size: u64,
 }
 
+/// The bytes are not the ones the index names: both values, for the message and the status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("size mismatch: expected {expected} bytes, got {got}")]
+    Size { expected: u64, got: u64 },
+    #[error("checksum mismatch: expected sha256 {expected}, got {got}")]
+    Sha256 { expected: Sha256Hex, got: Sha256Hex },
+}
+
 /// Compares what was written with what the index says: size first, then sha256.
-pub fn check(written: &Written, expected: &Expected) -> Result<(), FetchError> {
+pub fn check(written: &Written, expected: &Expected) -> Result<(), Mismatch> {
     if written.size != expected.size {
-        return Err(FetchError::integrity(format!(
-            "size mismatch: expected {} bytes, got {}",
-            expected.size, written.size
-        )));
+        return Err(Mismatch::Size { expected: expected.size, got: written.size });
     }
     if written.sha256 != expected.sha256 {
-        return Err(FetchError::integrity(format!(
-            "checksum mismatch: expected sha256 {}, got {}",
-            expected.sha256, written.sha256
-        )));
+        return Err(Mismatch::Sha256 { expected: expected.sha256.clone(), got: written.sha256.clone() });
     }
     Ok(())
 }
@@ -50,10 +52,13 @@ mod tests {
         let expected = expected_of(b"abc");
         let wrong = Written { sha256: expected_of(b"abd").sha256, size: 3 };
         let err = check(&wrong, &expected).unwrap_err();
-        assert!(
-            err.message.contains(expected.sha256.as_str()) && err.message.contains(wrong.sha256.as_str())
-        );
+        assert_eq!(err, Mismatch::Sha256 { expected: expected.sha256.clone(), got: wrong.sha256.clone() });
+        let text = err.to_string();
+        assert!(text.contains(expected.sha256.as_str()) && text.contains(wrong.sha256.as_str()), "{text}");
         let short = Written { sha256: expected.sha256.clone(), size: 2 };
-        assert!(check(&short, &expected).unwrap_err().message.contains("expected 3 bytes, got 2"));
+        let err = check(&short, &expected).unwrap_err();
+        assert_eq!(err, Mismatch::Size { expected: 3, got: 2 });
+        assert!(err.to_string().contains("expected 3 bytes, got 2"));
+        assert_eq!(check(&Written { sha256: expected.sha256.clone(), size: 3 }, &expected), Ok(()));
     }
 }

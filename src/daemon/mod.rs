@@ -321,12 +321,13 @@ async fn model_task(
                     m.rate = 0;
                     m.last_error = None;
                     m.error_kind = None;
+                    m.symptom = None;
                     m.next_attempt_at = None;
                     m.ready_at.get_or_insert(unix_now());
                 });
                 recheck
             }
-            Outcome::Failed { kind, reason } => {
+            Outcome::Failed { kind, reason, symptom } => {
                 let wait = if kind.is_transient() {
                     transient_failures += 1;
                     Duration::from_secs(30).saturating_mul(1 << transient_failures.min(10)).min(recheck)
@@ -338,6 +339,7 @@ async fn model_task(
                     m.rate = 0;
                     m.last_error = Some(reason.clone());
                     m.error_kind = Some(kind.name().to_owned());
+                    m.symptom = Some(*symptom);
                     m.ready_at = None;
                     m.next_attempt_at = Some(unix_now() + wait.as_secs());
                 });

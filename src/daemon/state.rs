@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::Kind;
+use crate::fetch::{Kind, Symptom};
 use crate::fsx;
 use crate::item::Item;
 
@@ -43,6 +43,9 @@ pub struct ModelState {
     pub last_error: Option<String>,
     #[serde(default)]
     pub error_kind: Option<String>,
+    /// The last failure in the few words of the status line.
+    #[serde(default)]
+    pub symptom: Option<Symptom>,
     pub updated_at: u64,
     #[serde(default)]
     pub ready_at: Option<u64>,
@@ -63,6 +66,7 @@ impl ModelState {
             path,
             last_error: None,
             error_kind: None,
+            symptom: None,
             updated_at: now,
             ready_at: ready.then_some(now),
             next_attempt_at: None,
@@ -139,7 +143,7 @@ pub fn status_line(models: &BTreeMap<String, ModelState>) -> String {
         [] if fetching.is_empty() => line.push_str(" · checking"),
         [] => line.push_str(" · 0 failed"),
         [(id, m)] => {
-            let _ = write!(line, " · 1 failed: {id} ({})", short_reason(m));
+            let _ = write!(line, " · 1 failed: {id} ({})", m.symptom.map_or("see journal", Symptom::words));
         }
         many => {
             let ids: Vec<&str> = many.iter().map(|(id, _)| id.as_str()).collect();
@@ -147,27 +151,6 @@ pub fn status_line(models: &BTreeMap<String, ModelState>) -> String {
         }
     }
     line
-}
-
-/// A few words for the status line: the kind of failure in plain terms.
-fn short_reason(m: &ModelState) -> &'static str {
-    let error = m.last_error.as_deref().unwrap_or_default();
-    if error.contains("checksum mismatch") {
-        "checksum mismatch"
-    } else if error.contains("size mismatch") || error.contains("sizeBytes") {
-        "size mismatch"
-    } else if error.contains("the index says") {
-        "upstream changed"
-    } else if error.contains("not enough space") || error.contains("disk is full") {
-        "disk full"
-    } else {
-        match m.error_kind.as_deref() {
-            Some("transient") => "retrying",
-            Some("local") => "disk error",
-            Some("integrity") => "wrong bytes",
-            _ => "see journal",
-        }
-    }
 }
 
 /// The Prometheus textfile: per-model readiness, bytes and failure.
@@ -211,6 +194,7 @@ mod tests {
             path: PathBuf::from("/var/lib/models/x/x.bin"),
             last_error: None,
             error_kind: None,
+            symptom: None,
             updated_at: 0,
             ready_at: None,
             next_attempt_at: None,
@@ -233,10 +217,31 @@ mod tests {
         failed.state = Phase::Failed;
         failed.error_kind = Some("integrity".into());
         failed.last_error = Some("checksum mismatch: expected sha256 a, got b".into());
+        failed.symptom = Some(Symptom::ChecksumMismatch);
         assert_eq!(status_line(&models), "2/3 ready · 1 failed: ajna-insight-v2 (checksum mismatch)");
 
         models.get_mut("ajna-insight-v2").unwrap().state = Phase::Ready;
         assert_eq!(status_line(&models), "3/3 models ready (6.0 GiB)");
+    }
+
+    #[test]
+    fn the_reason_in_the_status_line_is_the_symptom_not_the_text() {
+        let mut models = BTreeMap::new();
+        let mut m = model(Phase::Failed, 0, 5);
+        m.error_kind = Some("local".into());
+        // A message that reads like one failure while the symptom says another.
+        m.last_error = Some("cannot write /p: not enough space, checksum mismatch, the index says".into());
+        m.symptom = Some(Symptom::DiskError);
+        models.insert("m1".to_owned(), m);
+        models.insert("m2".to_owned(), model(Phase::Ready, 5, 5));
+        assert_eq!(status_line(&models), "1/2 ready · 1 failed: m1 (disk error)");
+        models.get_mut("m1").unwrap().symptom = Some(Symptom::DiskFull);
+        assert_eq!(status_line(&models), "1/2 ready · 1 failed: m1 (disk full)");
+        // A state file of a daemon that did not record it.
+        models.get_mut("m1").unwrap().symptom = None;
+        assert_eq!(status_line(&models), "1/2 ready · 1 failed: m1 (see journal)");
+        let json = serde_json::to_string(&Some(Symptom::UpstreamChanged)).unwrap();
+        assert_eq!(json, "\"upstream-changed\"");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::error::FetchError;
+use super::error::{Answer, Cause, FetchError, Redirect, describe};
 use super::retry::{parse_rate_limit, parse_retry_after};
 use crate::config::Config;
 use crate::secret::{Token, TokenError, redact};
@@ -133,8 +133,7 @@ impl Http {
         range: Option<&str>,
         stop_at_other_origin: bool,
     ) -> Result<(Url, Response), FetchError> {
-        let mut url = Url::parse(start)
-            .map_err(|e| FetchError::permanent(format!("{}: not a URL: {e}", redact(start))))?;
+        let mut url = Url::parse(start).map_err(|source| Cause::BadUrl { url: redact(start), source })?;
         for _ in 0..=MAX_REDIRECTS {
             let mut request =
                 self.client.request(method.clone(), url.clone()).header(header::ACCEPT_ENCODING, "identity");
@@ -146,44 +145,33 @@ impl Http {
             }
             let response = tokio::time::timeout(self.stall_timeout, request.send())
                 .await
-                .map_err(|_| {
-                    FetchError::transient(format!(
-                        "{}: no answer within {}",
-                        redact(url.as_str()),
-                        humantime::format_duration(self.stall_timeout)
-                    ))
-                })?
-                .map_err(|e| transport_error(&url, &e))?;
+                .map_err(|_| Cause::NoAnswer { url: redact(url.as_str()), after: self.stall_timeout })?
+                .map_err(|e| transport_error(&url, e))?;
             if !response.status().is_redirection() {
                 return Ok((url, response));
             }
             let Some(location) = response.headers().get(header::LOCATION) else {
                 return Err(status_error(&url, &response, ""));
             };
-            let next = location.to_str().ok().and_then(|l| url.join(l).ok()).ok_or_else(|| {
-                FetchError::permanent(format!("{}: unreadable redirect", redact(url.as_str())))
-            })?;
+            let refused = |refused| Cause::Redirect { url: redact(url.as_str()), refused };
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| refused(Redirect::Unreadable))?;
             if !matches!(next.scheme(), "http" | "https") {
-                return Err(FetchError::permanent(format!(
-                    "{}: refused a redirect to a {} URL",
-                    redact(url.as_str()),
-                    next.scheme()
-                )));
+                return Err(refused(Redirect::Scheme(next.scheme().to_owned())).into());
             }
             if url.scheme() == "https" && next.scheme() != "https" {
-                return Err(FetchError::permanent(format!(
-                    "{}: refused a redirect from https to {} ({})",
-                    redact(url.as_str()),
-                    next.scheme(),
-                    redact(next.as_str())
-                )));
+                let (scheme, next) = (next.scheme().to_owned(), redact(next.as_str()));
+                return Err(refused(Redirect::Downgrade { scheme, next }).into());
             }
             if stop_at_other_origin && next.origin() != url.origin() {
                 return Ok((url, response));
             }
             url = next;
         }
-        Err(FetchError::permanent(format!("{}: more than {MAX_REDIRECTS} redirects", redact(start))))
+        Err(Cause::Redirect { url: redact(start), refused: Redirect::TooMany(MAX_REDIRECTS) }.into())
     }
 
     /// `HEAD` of a Hub resolve URL: commit, etag, size and where the bytes are.
@@ -204,18 +192,12 @@ impl Http {
         let headers = response.headers();
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let Some(commit) = text("x-repo-commit") else {
-            return Err(FetchError::permanent(format!(
-                "{}: the endpoint did not answer like a Hugging Face Hub (no X-Repo-Commit header)",
-                redact(url.as_str())
-            )));
+            return Err(Cause::NotAHub { url: redact(url.as_str()) }.into());
         };
         // The commit becomes a folder name in the cache: only a 40-hex commit id is accepted.
         if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(FetchError::permanent(format!(
-                "{}: the Hub answered X-Repo-Commit {:?}, which is not a 40-hex commit id",
-                redact(url.as_str()),
-                commit.chars().take(80).collect::<String>()
-            )));
+            let commit = commit.chars().take(80).collect();
+            return Err(Cause::BadCommit { url: redact(url.as_str()), commit }.into());
         }
         let commit = commit.to_ascii_lowercase();
         let etag = text("x-linked-etag").or_else(|| text("etag")).map(normalize_etag);
@@ -250,16 +232,11 @@ impl Http {
             return Ok(response);
         }
         if status == StatusCode::RANGE_NOT_SATISFIABLE && range.is_some() {
-            let mut error =
-                FetchError::transient(format!("{}: 416 Range Not Satisfiable", redact(final_url.as_str())));
-            error.range_not_satisfiable = true;
-            return Err(error);
+            return Err(Cause::RangeNotSatisfiable { url: redact(final_url.as_str()) }.into());
         }
         let other_origin = final_url.origin() != self.endpoint.origin();
         if status == StatusCode::FORBIDDEN && other_origin && final_url.query().is_some() {
-            let mut error = status_error(&final_url, &response, " (the presigned URL may have expired)");
-            error.expired = true;
-            return Err(error);
+            return Err(Cause::Expired { answer: answer(&final_url, &response), again: false }.into());
         }
         let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !other_origin {
             self.token_hint()
@@ -289,14 +266,8 @@ impl Http {
             }
         };
         match read {
-            Err(_) => Err(FetchError::transient(format!(
-                "{}: stalled, no data for {}",
-                redact(url),
-                humantime::format_duration(self.stall_timeout)
-            ))),
-            Ok(Err(e)) => {
-                Err(FetchError::transient(format!("{}: connection broke: {}", redact(url), describe(&e))))
-            }
+            Err(_) => Err(Cause::Stalled { url: redact(url), after: self.stall_timeout }.into()),
+            Ok(Err(e)) => Err(Cause::Broke { url: redact(url), source: e.without_url() }.into()),
             Ok(Ok(chunk)) => Ok(chunk),
         }
     }
@@ -331,60 +302,63 @@ pub fn normalize_etag(etag: &str) -> String {
     etag.trim().trim_start_matches("W/").trim_matches('"').to_owned()
 }
 
-/// What went wrong with a request that got no usable answer, with its causes, without the URL
-/// (reqwest's own text includes the URL and so a presigned query string).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
-        "cannot connect"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "the response body broke"
-    } else {
-        "request failed"
-    }
-    .to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// A request that got no HTTP answer: always transient (connect, reset, TLS hiccup, timeout)
-/// except for a certificate the system does not trust, which no retry fixes.
-fn transport_error(url: &Url, error: &reqwest::Error) -> FetchError {
-    let text = describe(error);
-    let message = format!("{}: {text}", redact(url.as_str()));
-    if text.contains("certificate") || text.contains("UnknownIssuer") {
-        return FetchError::permanent(format!("{message} (set ca_file to trust a private CA)"));
+/// except for a certificate the system does not trust, which no retry fixes. The URL is taken
+/// out of the error: its text would show a presigned query string.
+fn transport_error(url: &Url, error: reqwest::Error) -> FetchError {
+    let (url, source) = (redact(url.as_str()), error.without_url());
+    if certificate_error(&source).is_some() {
+        return Cause::Certificate { url, source }.into();
     }
-    FetchError::transient(message)
+    Cause::Transport { url, source }.into()
 }
 
-/// An HTTP status that is not a success, classified.
-fn status_error(url: &Url, response: &Response, hint: &str) -> FetchError {
-    let status = response.status();
-    let headers = response.headers();
-    let code = header_text(headers, "x-error-code").map(|c| format!(" ({c})")).unwrap_or_default();
-    let message = header_text(headers, "x-error-message").map(|m| format!(": {m}")).unwrap_or_default();
-    let text = format!("{}: {status}{code}{message}{hint}", redact(url.as_str()));
-    let transient = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    if !transient {
-        return FetchError::permanent(text);
+/// The TLS library's own certificate error somewhere in `error`'s chain. An `io::Error` shows
+/// the error it wraps but its `source` skips it (to that one's source), so the walk goes into
+/// the wrapped error instead: the connector's `io::Error` wraps tokio-rustls's `io::Error`,
+/// which wraps the `rustls::Error`.
+pub fn certificate_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let is_certificate = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::InvalidCertRevocationList(_)
+        )
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(found) = error.downcast_ref::<rustls::Error>().filter(|e| is_certificate(e)) {
+            return Some(found);
+        }
+        next = match error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
     }
-    let mut error = FetchError::transient(text);
-    error.retry_after = header_text(headers, "retry-after")
+    None
+}
+
+/// What a non-success answer says.
+fn answer(url: &Url, response: &Response) -> Answer {
+    let headers = response.headers();
+    Answer {
+        url: redact(url.as_str()),
+        status: response.status(),
+        code: header_text(headers, "x-error-code").map(str::to_owned),
+        message: header_text(headers, "x-error-message").map(str::to_owned),
+    }
+}
+
+/// An HTTP status that is not a success; a transient one keeps the server's wait.
+fn status_error(url: &Url, response: &Response, hint: &str) -> FetchError {
+    let answer = answer(url, response);
+    let headers = response.headers();
+    let retry_after = header_text(headers, "retry-after")
         .and_then(|v| parse_retry_after(v, SystemTime::now()))
         .or_else(|| header_text(headers, "ratelimit").and_then(parse_rate_limit));
-    error
+    Cause::Http { answer, hint: hint.to_owned(), retry_after }.into()
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -440,5 +414,73 @@ mod tests {
         assert!(!content_range_matches(Some(&v("bytes 100-999/2000")), 100, 1000));
         assert!(!content_range_matches(Some(&v("items 100-999/1000")), 100, 1000));
         assert!(!content_range_matches(None, 100, 1000));
+    }
+
+    /// An error that wraps another and says nothing about certificates itself.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the handshake went wrong")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn certificate_errors_are_found_by_type_not_by_text() {
+        use std::io::{Error, ErrorKind};
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let chain = Wrapper(Error::new(ErrorKind::InvalidData, unknown.clone()));
+        assert_eq!(certificate_error(&chain), Some(&unknown));
+        // As the connector reports it: an io::Error around tokio-rustls's io::Error.
+        let nested = Error::other(Error::new(ErrorKind::InvalidData, unknown.clone()));
+        assert_eq!(certificate_error(&Wrapper(nested)), Some(&unknown));
+        // Text that names a certificate is not a certificate error.
+        let lookalike = Wrapper(Error::other("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(certificate_error(&lookalike), None);
+        // Nor is another TLS failure (a retry may mend it).
+        let other = Wrapper(Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError));
+        assert_eq!(certificate_error(&other), None);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_server_certificate_is_permanent_and_says_ca_file() {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let endpoint = format!("https://{address}");
+        let text = format!("index = \"/x/index.json\"\nendpoint = \"{endpoint}\"\n");
+        let config = Config::parse(std::path::Path::new("/x/config.toml"), &text).unwrap();
+        let http = Http::new(&config, Ok(None)).unwrap();
+        let error = http.resolve(&format!("{endpoint}/org/m/resolve/main/m.bin")).await.unwrap_err();
+        assert!(matches!(*error.cause, Cause::Certificate { .. }), "{error:?}");
+        assert_eq!(error.kind(), super::super::Kind::Permanent);
+        assert_eq!(error.symptom(), super::super::Symptom::UntrustedCertificate);
+        assert!(error.to_string().contains("set ca_file"), "{error}");
+        let source = std::error::Error::source(&error).expect("the reqwest error as the source");
+        assert!(certificate_error(source).is_some());
     }
 }

@@ -6,20 +6,23 @@
 pub mod error;
 pub mod http;
 pub(crate) mod pace;
+pub mod partial;
 pub mod ranges;
 pub mod retry;
 
 use std::path::Path;
 use std::time::Instant;
 
-pub use error::{FetchError, Kind};
+use error::{Cause, Part};
+pub use error::{FetchError, Kind, Symptom};
 pub use http::Http;
+use partial::Partial;
 use reqwest::StatusCode;
 use tokio::io::AsyncReadExt;
 
 use crate::index::HubFile;
 use crate::secret::redact;
-use crate::sink::{Feed, Sink};
+use crate::sink::{Feed, Sink, SinkError};
 use crate::verify::{self, Expected};
 
 /// One place to get a file from.
@@ -77,7 +80,7 @@ pub async fn fetch(
             Ok(commit) => return Ok(Fetched { commit, transferred }),
             Err(error) => error,
         };
-        if error.kind == Kind::Integrity {
+        if error.kind() == Kind::Integrity {
             remove_partial(partial);
             if attempt.resumed && !restarted {
                 // The bytes kept from before may be what is wrong: one fresh start.
@@ -87,20 +90,19 @@ pub async fn fetch(
             }
             return Err(error);
         }
-        if error.expired {
+        if let Cause::Expired { again, .. } = &mut *error.cause {
             if expired_before {
-                error.kind = Kind::Permanent;
-                error.message.push_str("; a fresh URL from the Hub was refused too");
+                *again = true;
                 return Err(error);
             }
             expired_before = true;
             tracing::info!("{error}; resolving again");
             continue;
         }
-        if error.kind != Kind::Transient {
+        if error.kind() != Kind::Transient {
             return Err(error);
         }
-        match policy.delay(retry, started.elapsed(), error.retry_after, fastrand::f64()) {
+        match policy.delay(retry, started.elapsed(), error.retry_after(), fastrand::f64()) {
             Some(delay) => {
                 tracing::warn!(
                     retry = retry + 1,
@@ -112,10 +114,7 @@ pub async fn fetch(
                 retry += 1;
             }
             None => {
-                error.message.push_str(&format!(
-                    " (gave up after {retry} retries in {})",
-                    humantime::format_duration(round_ms(started.elapsed()))
-                ));
+                error.gave_up = Some((retry, round_ms(started.elapsed())));
                 return Err(error);
             }
         }
@@ -127,7 +126,7 @@ fn round_ms(d: std::time::Duration) -> std::time::Duration {
 }
 
 fn remove_partial(partial: &Path) {
-    ranges::remove(partial);
+    partial::remove(partial);
 }
 
 /// One try at one origin.
@@ -163,42 +162,56 @@ impl Attempt<'_> {
         }
     }
 
-    /// Bytes of the partial file that can be kept: all of it unless it is longer than the file.
-    fn resume_point(&self) -> u64 {
-        let len = crate::fsx::regular_len(self.partial);
-        if len > self.expected.size { 0 } else { len }
+    /// A sink error on this attempt's partial file.
+    fn sink_error(&self) -> impl FnOnce(SinkError) -> FetchError + '_ {
+        |e| FetchError::sink(self.partial, e)
     }
 
     async fn download(&mut self, url: &str) -> Result<(), FetchError> {
         let _slot = self.http.download_permit().await;
-        let sidecar = ranges::sidecar_path(self.partial).exists();
+        let mut state = Partial::read(self.partial, self.expected);
         if self.http.connections_per_file > 1 && self.expected.size >= 2 * self.http.chunk_size {
             let transferred = std::sync::atomic::AtomicU64::new(0);
-            let ended =
-                ranges::download(self.http, url, self.partial, self.expected, self.progress, &transferred)
-                    .await;
+            if let Partial::Ranges(on_disk) = &state {
+                self.resumed |= !on_disk.is_empty();
+            }
+            let ended = ranges::download(
+                self.http,
+                url,
+                self.partial,
+                state,
+                self.expected,
+                self.progress,
+                &transferred,
+            )
+            .await;
             self.transferred += transferred.load(std::sync::atomic::Ordering::Relaxed);
-            self.resumed |= sidecar;
             match ended? {
-                ranges::Ended::Done(written) => return verify::check(&written, self.expected),
+                ranges::Ended::Done(written) => return Ok(verify::check(&written, self.expected)?),
                 ranges::Ended::NoRanges => {
                     tracing::info!(url = %redact(url), "the server ignores Range; one stream instead");
+                    state = Partial::Absent;
                 }
             }
-        } else if sidecar {
-            // A parallel download's partial is whole-size with holes: not a stream prefix.
-            ranges::remove(self.partial);
         }
-        let mut from = self.resume_point();
+        let mut from = match state {
+            Partial::Prefix(len) => len,
+            Partial::Absent => 0,
+            Partial::Ranges(_) | Partial::Stale => {
+                // A parallel download's partial is whole-size with holes: not a stream prefix.
+                partial::remove(self.partial);
+                0
+            }
+        };
         if from > 0 && from == self.expected.size {
             // Complete already (a crash between the last byte and the rename): verify it.
             self.resumed = true;
-            let sink = Sink::stream(self.partial, from, self.expected.size)?;
+            let sink = Sink::stream(self.partial, from, self.expected.size).map_err(self.sink_error())?;
             let feed = sink.feed(from);
             return self.end(sink, feed, Ok(()), url).await;
         }
         let mut response = match self.http.get(url, from).await {
-            Err(e) if e.range_not_satisfiable => {
+            Err(e) if matches!(*e.cause, Cause::RangeNotSatisfiable { .. }) => {
                 // The server says our partial is past its end: start over.
                 self.http.get(url, 0).await.inspect(|_| from = 0)?
             }
@@ -224,19 +237,15 @@ impl Attempt<'_> {
             }
         }
         if response.status() == StatusCode::PARTIAL_CONTENT && from == 0 {
-            return Err(FetchError::transient(format!("{}: 206 to a request without a range", redact(url))));
+            return Err(Cause::UnaskedRange { url: redact(url) }.into());
         }
         if let Some(length) = response.content_length()
             && from + length != self.expected.size
         {
-            return Err(FetchError::integrity(format!(
-                "{}: the server sends {} bytes, the index says {} (sizeBytes)",
-                redact(url),
-                from + length,
-                self.expected.size
-            )));
+            let (sends, size) = (from + length, self.expected.size);
+            return Err(Cause::WrongLength { url: redact(url), sends, size }.into());
         }
-        let sink = Sink::stream(self.partial, from, self.expected.size)?;
+        let sink = Sink::stream(self.partial, from, self.expected.size).map_err(self.sink_error())?;
         let mut feed = sink.feed(from);
         (self.progress)(from);
         let received = self.receive(&mut response, url, &mut feed).await;
@@ -250,13 +259,16 @@ impl Attempt<'_> {
         url: &str,
         feed: &mut Feed,
     ) -> Result<(), FetchError> {
-        while let Some(piece) = self.http.next_chunk(response, url, || drop(feed.flush())).await? {
+        while let Some(piece) = self
+            .http
+            .next_chunk(response, url, || {
+                let _ = feed.flush();
+            })
+            .await?
+        {
             if feed.position() + piece.len() as u64 > self.expected.size {
-                return Err(FetchError::integrity(format!(
-                    "{}: the server sent more than the {} bytes of the file",
-                    redact(url),
-                    self.expected.size
-                )));
+                let part = Part::File { size: self.expected.size };
+                return Err(Cause::TooLong { from: redact(url), part }.into());
             }
             feed.push(&piece).await?;
             self.transferred += piece.len() as u64;
@@ -277,17 +289,15 @@ impl Attempt<'_> {
         let flushed = feed.flush();
         drop(feed);
         // A failed writer or hasher is the cause of a receiver's "the writer stopped".
-        let ended = sink.end().await?;
+        let ended = sink.end().await.map_err(self.sink_error())?;
         received?;
         flushed?;
         match &ended.complete {
-            Some(written) => verify::check(written, self.expected),
-            None => Err(FetchError::transient(format!(
-                "{}: the connection ended after {} of {} bytes",
-                redact(source),
-                ended.prefix(),
-                self.expected.size
-            ))),
+            Some(written) => Ok(verify::check(written, self.expected)?),
+            None => {
+                let (got, part) = (ended.prefix(), Part::File { size: self.expected.size });
+                Err(Cause::Cut { from: redact(source), got, part }.into())
+            }
         }
     }
 
@@ -306,21 +316,17 @@ impl Attempt<'_> {
             Ok(file) => match file.metadata() {
                 // Of another size: refused before a byte is copied.
                 Ok(meta) if meta.len() != self.expected.size => {
-                    return Err(FetchError::integrity(format!(
-                        "{}: {} bytes, but the file is {} bytes",
-                        source.display(),
-                        meta.len(),
-                        self.expected.size
-                    )));
+                    let (path, is, size) = (source.display().to_string(), meta.len(), self.expected.size);
+                    return Err(Cause::MirrorSize { path, is, size }.into());
                 }
                 _ => tokio::fs::File::from_std(file),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(FetchError::permanent(format!("{}: not in the mirror", source.display())));
+                return Err(Cause::NotInMirror { path: source.display().to_string() }.into());
             }
-            Err(e) => return Err(FetchError::permanent(format!("{}: {e}", source.display()))),
+            Err(e) => return Err(Cause::Mirror { path: source.display().to_string(), source: e }.into()),
         };
-        let sink = Sink::stream(self.partial, 0, self.expected.size)?;
+        let sink = Sink::stream(self.partial, 0, self.expected.size).map_err(self.sink_error())?;
         let mut feed = sink.feed(0);
         let copied = self.copy_into(&mut file, source, &mut feed).await;
         self.end(sink, feed, copied, &source.display().to_string()).await
@@ -336,23 +342,17 @@ impl Attempt<'_> {
         loop {
             let n = match file.read(&mut buf).await {
                 Ok(0) if feed.position() < self.expected.size => {
-                    return Err(FetchError::integrity(format!(
-                        "{}: shorter than the {} bytes of the file ({} bytes)",
-                        source.display(),
-                        self.expected.size,
-                        feed.position()
-                    )));
+                    let (from, got, size) =
+                        (source.display().to_string(), feed.position(), self.expected.size);
+                    return Err(Cause::Short { from, got, size }.into());
                 }
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
-                Err(e) => return Err(FetchError::permanent(format!("{}: {e}", source.display()))),
+                Err(e) => return Err(Cause::Mirror { path: source.display().to_string(), source: e }.into()),
             };
             if feed.position() + n as u64 > self.expected.size {
-                return Err(FetchError::integrity(format!(
-                    "{}: longer than the {} bytes of the file",
-                    source.display(),
-                    self.expected.size
-                )));
+                let part = Part::File { size: self.expected.size };
+                return Err(Cause::TooLong { from: source.display().to_string(), part }.into());
             }
             feed.push(&buf[..n]).await?;
             self.transferred += n as u64;
@@ -367,11 +367,14 @@ fn compare_with_index(
     expected: &Expected,
     hub: &HubFile,
 ) -> Result<(), FetchError> {
-    let changed = |what: &str, hub_value: &str, index_value: &str| {
-        FetchError::permanent(format!(
-            "{} @ {} ({}): the Hub's {what} is {hub_value} but the index says {index_value}; the index or the upstream file changed, so nothing was downloaded",
-            hub.repo, hub.revision, hub.path
-        ))
+    let changed = |what: &'static str, hub_value: &str, index_value: &str| -> FetchError {
+        Cause::HubContradicts {
+            file: format!("{} @ {} ({})", hub.repo, hub.revision, hub.path),
+            what,
+            hub: hub_value.to_owned(),
+            index: index_value.to_owned(),
+        }
+        .into()
     };
     if let Some(etag) = &resolved.etag
         && etag.len() == 64

@@ -17,8 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,12 +26,12 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rangemap::RangeSet;
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 
+use super::error::{Cause, Part};
+use super::partial::{self, Partial};
 use super::{FetchError, Http, Progress};
-use crate::fsx;
 use crate::secret::redact;
-use crate::sink::{Recorder, Sink, disk};
+use crate::sink::Sink;
 use crate::verify::{Expected, Written};
 
 /// How often the connection count is reconsidered.
@@ -41,20 +40,6 @@ const RAMP_EVERY: Duration = Duration::from_millis(100);
 /// the time, and the hasher was busy less than that share.
 const RAMP_BELOW: f64 = 0.2;
 const HASHER_BUSY_BELOW: f64 = 0.5;
-
-/// The byte ranges of a partial file that are on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sidecar {
-    sha256: String,
-    size: u64,
-    written: Vec<(u64, u64)>,
-}
-
-/// The sidecar of a partial file (the layout names it).
-pub fn sidecar_path(partial: &Path) -> PathBuf {
-    crate::layout::Layout::sidecar_of(partial)
-}
 
 /// How a parallel download ended when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,28 +64,35 @@ struct Shared<'a> {
     progress: Progress<'a>,
 }
 
-/// Downloads `url` into `partial` over up to `connections_per_file` connections.
-/// `transferred` counts bytes received.
+/// Downloads `url` into `partial` over up to `connections_per_file` connections, resuming from
+/// the ranges its sidecar records when `state` has them. `transferred` counts bytes received.
 pub async fn download(
     http: &Http,
     url: &str,
     partial: &Path,
+    state: Partial,
     expected: &Expected,
     progress: Progress<'_>,
     transferred: &AtomicU64,
 ) -> Result<Ended, FetchError> {
-    let local = |doing: &str, e: &io::Error| FetchError::local(&format!("{doing} {}", partial.display()), e);
-    let sidecar_file = sidecar_path(partial);
-    let on_disk =
-        resume_or_start(partial, &sidecar_file, expected).map_err(|e| local("cannot prepare", &e))?;
+    let local = |doing: &str, e: io::Error| FetchError::io(format!("{doing} {}", partial.display()), e);
+    let on_disk = match state {
+        Partial::Ranges(on_disk) => on_disk,
+        Partial::Absent | Partial::Prefix(_) | Partial::Stale => {
+            partial::start_ranges(partial, expected).map_err(|e| local("cannot prepare", e))?;
+            RangeSet::new()
+        }
+    };
     let done: u64 = on_disk.iter().map(|r| r.end - r.start).sum();
     if done > 0 {
         tracing::info!(bytes_on_disk = done, url = %redact(url), "resuming a parallel download");
     }
-    let recorder = recorder(&sidecar_file, expected).map_err(|e| local("cannot open the sidecar of", &e))?;
+    let recorder =
+        partial::recorder(partial, expected).map_err(|e| local("cannot open the sidecar of", e))?;
     let queue = requests(&on_disk, expected.size, http.chunk_size);
     let most = http.connections_per_file.max(1);
-    let sink = Sink::start(partial, expected.size, on_disk, most, Some(recorder))?;
+    let sink = Sink::start(partial, expected.size, on_disk, most, Some(recorder))
+        .map_err(|e| FetchError::sink(partial, e))?;
     let shared = Shared {
         http,
         url,
@@ -115,10 +107,10 @@ pub async fn download(
     progress(done);
 
     let outcome = connections(&shared, &sink, most).await;
-    let ended = sink.end().await;
+    let ended = sink.end().await.map_err(|e| FetchError::sink(partial, e));
     match outcome {
-        Err(e) if e.message == NO_RANGES => {
-            remove(partial);
+        Err(e) if matches!(*e.cause, Cause::NoRanges { .. }) => {
+            partial::remove(partial);
             return Ok(Ended::NoRanges);
         }
         // A failed writer or hasher is the cause of a connection's "the writer stopped".
@@ -127,10 +119,10 @@ pub async fn download(
     }
     match ended?.complete {
         Some(written) => {
-            let _ = std::fs::remove_file(&sidecar_file);
+            partial::remove_sidecar(partial);
             Ok(Ended::Done(written))
         }
-        None => Err(local("writing", &io::Error::other("the download ended with bytes missing"))),
+        None => Err(local("writing", io::Error::other("the download ended with bytes missing"))),
     }
 }
 
@@ -249,8 +241,6 @@ struct Load {
 const TRIAL_TICKS: u32 = 2;
 const RAMP_GAIN: f64 = 1.15;
 
-const NO_RANGES: &str = "the server does not honour Range";
-
 /// One connection: takes the next range from the queue until none is left.
 async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> {
     let Shared { http, url, expected, .. } = *shared;
@@ -264,7 +254,7 @@ async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> 
         let _permit = http.host_permit(url).await;
         let mut response = http.get_range(url, start, last).await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(FetchError::transient(NO_RANGES));
+            return Err(Cause::NoRanges { url: redact(url), status: response.status() }.into());
         }
         if !super::http::content_range_is(
             response.headers().get(reqwest::header::CONTENT_RANGE),
@@ -272,28 +262,27 @@ async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> 
             last,
             expected.size,
         ) {
-            return Err(FetchError::integrity(format!(
-                "{}: wrong Content-Range for bytes {start}-{last} of {}",
-                redact(url),
-                expected.size
-            )));
+            return Err(
+                Cause::WrongContentRange { url: redact(url), start, last, size: expected.size }.into()
+            );
         }
         let mut feed = sink.feed(start);
         let received = async {
-            while let Some(piece) = http.next_chunk(&mut response, url, || drop(feed.flush())).await? {
+            while let Some(piece) = http
+                .next_chunk(&mut response, url, || {
+                    let _ = feed.flush();
+                })
+                .await?
+            {
                 if feed.position() + piece.len() as u64 > end {
-                    return Err(FetchError::integrity(format!(
-                        "{}: more than the {} bytes asked for (bytes {start}-{last})",
-                        redact(url),
-                        end - start
-                    )));
+                    return Err(Cause::TooLong { from: redact(url), part: Part::Range { start, end } }.into());
                 }
                 feed.push(&piece).await?;
                 let n = piece.len() as u64;
                 shared.transferred.fetch_add(n, Ordering::Relaxed);
                 (shared.progress)(shared.received.fetch_add(n, Ordering::Relaxed) + n);
             }
-            Ok(())
+            Ok::<(), FetchError>(())
         }
         .await;
         // What arrived is kept for a resume, whatever happened next.
@@ -301,12 +290,8 @@ async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> 
         received?;
         flushed?;
         if feed.position() != end {
-            return Err(FetchError::transient(format!(
-                "{}: the connection ended after {} of the {} bytes {start}-{last}",
-                redact(url),
-                feed.position() - start,
-                end - start
-            )));
+            let got = feed.position() - start;
+            return Err(Cause::Cut { from: redact(url), got, part: Part::Range { start, end } }.into());
         }
     }
 }
@@ -324,56 +309,6 @@ fn requests(on_disk: &RangeSet<u64>, size: u64, chunk: u64) -> VecDeque<(u64, u6
         }
     }
     queue
-}
-
-/// The ranges on disk to continue from: the sidecar's when it belongs to this file and the
-/// partial file is whole-size; otherwise none, with a fresh sidecar and an empty, preallocated
-/// partial file (sidecar first, so a whole-size partial never stands without one).
-fn resume_or_start(partial: &Path, sidecar_file: &Path, expected: &Expected) -> io::Result<RangeSet<u64>> {
-    let existing: Option<Sidecar> = fsx::read_bounded_nofollow(sidecar_file, fsx::SIDECAR)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    if let Some(sidecar) = existing
-        && sidecar.sha256 == expected.sha256.as_str()
-        && sidecar.size == expected.size
-        && fsx::regular_len(partial) == expected.size
-        && sidecar.written.iter().all(|&(start, end)| start < end && end <= expected.size)
-    {
-        return Ok(sidecar.written.iter().map(|&(start, end)| start..end).collect());
-    }
-    let fresh = Sidecar { sha256: expected.sha256.to_string(), size: expected.size, written: Vec::new() };
-    fsx::write_atomic(sidecar_file, &serde_json::to_vec(&fresh).expect("sidecar serializes"))?;
-    disk::prepare_whole(partial, expected.size)?;
-    Ok(RangeSet::new())
-}
-
-/// Rewrites the sidecar in place: one `pwrite` of the JSON padded with spaces to whole pages
-/// (never shorter than before), so a killed process leaves the old record or the new one.
-fn recorder(sidecar_file: &Path, expected: &Expected) -> io::Result<Recorder> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(sidecar_file)?;
-    let (sha256, size) = (expected.sha256.to_string(), expected.size);
-    // Never shorter than the record already there (a resumed download's may be longer).
-    let mut longest = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    Ok(Box::new(move |on_disk: &RangeSet<u64>| {
-        let written = on_disk.iter().map(|r| (r.start, r.end)).collect();
-        let mut json = serde_json::to_vec(&Sidecar { sha256: sha256.clone(), size, written })
-            .expect("sidecar serializes");
-        longest = longest.max(json.len().next_multiple_of(4096));
-        json.resize(longest, b' ');
-        file.write_all_at(&json, 0)
-    }))
-}
-
-/// Removes a partial file and its sidecar.
-pub fn remove(partial: &Path) {
-    for path in [partial.to_owned(), sidecar_path(partial)] {
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), "cannot remove: {e}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -437,32 +372,51 @@ mod tests {
         assert!(requests(&(0..50).map(|i| i..i + 1).collect(), 50, 16).is_empty());
     }
 
-    #[test]
-    fn the_sidecar_is_rewritten_in_place_and_reads_back() {
+    /// A server that answers every request with the whole body and 200, ignoring `Range`.
+    async fn ignoring_range(body: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(head.as_bytes()).await;
+                    let _ = tcp.write_all(&body).await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_range_ends_in_no_ranges_with_the_partial_gone() {
+        let body = vec![7u8; 300_000];
+        let endpoint = ignoring_range(body.clone()).await;
+        let text =
+            format!("index = \"/x/index.json\"\nendpoint = \"{endpoint}\"\nconnections_per_file = 4\n");
+        let config = crate::config::Config::parse(Path::new("/x/config.toml"), &text).unwrap();
+        let http = Http::new(&config, Ok(None)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let partial = dir.path().join("p");
-        let sidecar = sidecar_path(&partial);
-        let expected = Expected { sha256: crate::digest::hash_reader(&b"x"[..]).unwrap().0, size: 100 };
-        assert!(resume_or_start(&partial, &sidecar, &expected).unwrap().is_empty());
-        assert_eq!(fsx::regular_len(&partial), 100);
-        let mut record = recorder(&sidecar, &expected).unwrap();
-        let many: RangeSet<u64> = (0..40).map(|i| i * 2..i * 2 + 1).collect();
-        record(&many).unwrap();
-        let few: RangeSet<u64> = std::iter::once(0..60).collect();
-        record(&few).unwrap();
-        assert_eq!(std::fs::metadata(&sidecar).unwrap().len() % 4096, 0);
-        assert_eq!(resume_or_start(&partial, &sidecar, &expected).unwrap(), few);
-        // A resumed download's recorder: a shorter record over a longer one still reads back.
-        let holes: RangeSet<u64> = (0..400).map(|i| i * 2_000_003..i * 2_000_003 + 1).collect();
-        let big = Expected { size: 1 << 30, ..expected.clone() };
-        std::fs::File::create(&partial).unwrap().set_len(1 << 30).unwrap();
-        recorder(&sidecar, &big).unwrap()(&holes).unwrap();
-        assert_eq!(resume_or_start(&partial, &sidecar, &big).unwrap(), holes);
-        let whole: RangeSet<u64> = std::iter::once(0..400 * 2_000_003).collect();
-        recorder(&sidecar, &big).unwrap()(&whole).unwrap();
-        assert_eq!(resume_or_start(&partial, &sidecar, &big).unwrap(), whole, "the resume lost its progress");
-        std::fs::File::create(&partial).unwrap().set_len(100).unwrap();
-        let other = Expected { size: 101, ..expected };
-        assert!(resume_or_start(&partial, &sidecar, &other).unwrap().is_empty(), "another file's sidecar");
+        let (sha256, size) = crate::digest::hash_reader(&body[..]).unwrap();
+        let expected = Expected { sha256, size };
+        let transferred = AtomicU64::new(0);
+        let url = format!("{endpoint}/blob");
+        let ended = download(&http, &url, &partial, Partial::Absent, &expected, &|_| {}, &transferred).await;
+        assert_eq!(ended.unwrap(), Ended::NoRanges);
+        assert!(!partial.exists() && !partial::sidecar_path(&partial).exists(), "the partial files stay");
     }
 }

@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 use rangemap::RangeSet;
 
 use crate::digest::Sha256Hex;
-use crate::fetch::FetchError;
 use crate::fsx;
 use crate::verify::Written;
 use buf::{Buf, Pool};
@@ -31,6 +30,28 @@ use threads::{HashLoop, Hashed, ToHasher, WriteLoop};
 /// Called by the writer with the ranges on disk, every few MiB and at the end (the sidecar of a
 /// parallel download).
 pub type Recorder = Box<dyn FnMut(&RangeSet<u64>) -> io::Result<()> + Send>;
+
+/// A failure of the sink: what it was doing, and the system's error, kept as itself (so a
+/// full disk is known by its `raw_os_error`, not by its text).
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct SinkError {
+    /// `cannot open`, `cannot write`, ...: followed by the partial file's path in messages.
+    pub doing: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+impl SinkError {
+    fn new(doing: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self { doing, source }
+    }
+}
+
+/// What a receiver gets when the writer or hasher has stopped: `Sink::end` has the cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the writer stopped")]
+pub struct Stopped;
 
 /// How a sink ended.
 #[derive(Debug)]
@@ -67,10 +88,9 @@ impl Sink {
         on_disk: RangeSet<u64>,
         receivers: usize,
         recorder: Option<Recorder>,
-    ) -> Result<Self, FetchError> {
-        let local = |doing: &str, e: &io::Error| FetchError::local(&format!("{doing} {}", path.display()), e);
-        let disk = disk::Disk::open(path).map_err(|e| local("cannot open", &e))?;
-        let reader = fsx::open_nofollow(path).map_err(|e| local("cannot read", &e))?;
+    ) -> Result<Self, SinkError> {
+        let disk = disk::Disk::open(path).map_err(SinkError::new("cannot open"))?;
+        let reader = fsx::open_nofollow(path).map_err(SinkError::new("cannot read"))?;
         advise_sequential(&reader);
         let pool = Arc::new(Pool::new(6 + 2 * receivers.max(1)));
         let (to_hasher, from_receivers) = mpsc::channel();
@@ -96,18 +116,17 @@ impl Sink {
         let writer = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || write_loop.run())
-            .map_err(|e| local("cannot start a writer thread for", &e))?;
+            .map_err(SinkError::new("cannot start a writer thread for"))?;
         let hasher = std::thread::Builder::new()
             .name("hasher".into())
             .spawn(move || hash_loop.run())
-            .map_err(|e| local("cannot start a hasher thread for", &e))?;
+            .map_err(SinkError::new("cannot start a hasher thread for"))?;
         Ok(Self { pool, to_hasher: EndOnDrop(to_hasher), hasher, writer, size, busy_ns })
     }
 
     /// One stream into the partial file at `path`, keeping its first `keep` bytes.
-    pub fn stream(path: &Path, keep: u64, size: u64) -> Result<Self, FetchError> {
-        disk::prepare_prefix(path, keep, size)
-            .map_err(|e| FetchError::local(&format!("cannot prepare {}", path.display()), &e))?;
+    pub fn stream(path: &Path, keep: u64, size: u64) -> Result<Self, SinkError> {
+        disk::prepare_prefix(path, keep, size).map_err(SinkError::new("cannot prepare"))?;
         let mut on_disk = RangeSet::new();
         if keep > 0 {
             on_disk.insert(0..keep);
@@ -131,20 +150,23 @@ impl Sink {
     }
 
     /// Waits for the threads once every feed is flushed or dropped.
-    pub async fn end(self) -> Result<Ended, FetchError> {
+    pub async fn end(self) -> Result<Ended, SinkError> {
         let Self { to_hasher, hasher, writer, size, .. } = self;
         drop(to_hasher); // sends End
         tokio::task::spawn_blocking(move || {
             let writer = join(writer);
             let hasher = join(hasher);
-            let on_disk = writer.map_err(|e| FetchError::local("writing the partial file", &e))?;
-            let hashed = hasher.map_err(|e| FetchError::local("hashing the partial file", &e))?;
+            let on_disk = writer.map_err(SinkError::new("cannot write"))?;
+            let hashed = hasher.map_err(SinkError::new("cannot hash"))?;
             let complete = (hashed.hashed == size && on_disk.gaps(&(0..size)).next().is_none())
                 .then(|| Written { sha256: Sha256Hex::from_hasher(hashed.hasher), size });
             Ok(Ended { complete, on_disk })
         })
         .await
-        .map_err(|e| FetchError::local("joining the writer", &io::Error::other(e.to_string())))?
+        .map_err(|e| SinkError {
+            doing: "cannot join the writer of",
+            source: io::Error::other(e.to_string()),
+        })?
     }
 }
 
@@ -188,12 +210,12 @@ impl Feed {
 
     /// Copies `bytes` into buffers, handing each full one on; waits when the hasher and writer
     /// are behind.
-    pub async fn push(&mut self, mut bytes: &[u8]) -> Result<(), FetchError> {
+    pub async fn push(&mut self, mut bytes: &[u8]) -> Result<(), Stopped> {
         while !bytes.is_empty() {
             let buf = match &mut self.buf {
                 Some(buf) => buf,
                 None => {
-                    let Some(buf) = self.pool.take(self.position).await else { return Err(stopped()) };
+                    let Some(buf) = self.pool.take(self.position).await else { return Err(Stopped) };
                     self.buf.insert(buf)
                 }
             };
@@ -208,13 +230,13 @@ impl Feed {
     }
 
     /// Hands on the bytes pushed so far.
-    pub fn flush(&mut self) -> Result<(), FetchError> {
+    pub fn flush(&mut self) -> Result<(), Stopped> {
         match self.buf.take() {
             Some(buf) if buf.is_empty() => {
                 self.pool.give(buf);
                 Ok(())
             }
-            Some(buf) => self.to_hasher.send(ToHasher::Piece(buf)).map_err(|_| stopped()),
+            Some(buf) => self.to_hasher.send(ToHasher::Piece(buf)).map_err(|_| Stopped),
             None => Ok(()),
         }
     }
@@ -227,11 +249,6 @@ impl Drop for Feed {
             self.pool.give(buf);
         }
     }
-}
-
-/// What a receiver gets when the writer or hasher has stopped; `Sink::end` has the cause.
-fn stopped() -> FetchError {
-    FetchError::local("writing the partial file", &io::Error::other("the writer stopped"))
 }
 
 #[cfg(test)]
