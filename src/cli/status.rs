@@ -66,6 +66,14 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
             let on_disk = publish::state(&layout, item) == State::Published;
             let state = match known {
                 _ if on_disk => Phase::Ready,
+                // Nothing is fetching it any more: the daemon that was has stopped.
+                Some(m)
+                    if m.state == Phase::Fetching
+                        && daemon_pid.is_none()
+                        && m.sha256 == item.sha256.as_str() =>
+                {
+                    Phase::Interrupted
+                }
                 Some(m) if m.state != Phase::Ready && m.sha256 == item.sha256.as_str() => m.state,
                 _ => Phase::Pending,
             };
@@ -97,7 +105,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         _ => println!("daemon: not running"),
     }
     let width = report.models.iter().map(|r| r.id.len()).max().unwrap_or(5).max(5);
-    println!("{:width$}  {:8}  {:>21}  path / last error", "model", "state", "bytes");
+    println!("{:width$}  {:11}  {:>21}  path / last error", "model", "state", "bytes");
     for row in &report.models {
         let state = serde_json::to_value(row.state)
             .ok()
@@ -109,7 +117,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
             || row.path.clone(),
             |e| format!("{}: {e}", row.error_kind.as_deref().unwrap_or("error")),
         );
-        println!("{:width$}  {state:8}  {bytes:>21}  {detail}", row.id);
+        println!("{:width$}  {state:11}  {bytes:>21}  {detail}", row.id);
     }
     Ok(Status::Success)
 }

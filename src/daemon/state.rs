@@ -25,6 +25,9 @@ pub enum Phase {
     Ready,
     /// The last try failed; see `error_kind` and `next_attempt_at`.
     Failed,
+    /// Was being fetched when the daemon stopped (or was killed); the partial file is kept and
+    /// the next run resumes it. Never written by the daemon: `status` says it when no daemon runs.
+    Interrupted,
 }
 
 /// One model in the state file.

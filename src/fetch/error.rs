@@ -150,6 +150,12 @@ pub enum Cause {
     /// no URL (`without_url`), so printing its chain leaks no query string.
     #[error("{url}: {}", describe(source))]
     Transport { url: String, source: reqwest::Error },
+    /// The proxy the request goes through could not be reached.
+    #[error(
+        "{url}: cannot reach the proxy {proxy}: {} (check the proxy setting or HTTPS_PROXY)",
+        describe(source)
+    )]
+    Proxy { url: String, proxy: String, source: reqwest::Error },
     /// The server's certificate is not trusted: found as `rustls::Error` in the error's chain.
     #[error("{url}: {} (set ca_file to trust a private CA)", describe(source))]
     Certificate { url: String, source: reqwest::Error },
@@ -190,6 +196,9 @@ pub enum Cause {
     WrongContentRange { url: String, start: u64, last: u64, size: u64 },
     #[error("{url}: stalled, no data for {}", humantime::format_duration(*after))]
     Stalled { url: String, after: Duration },
+    /// Bytes came, but slower than `min_rate` for a whole `min_rate_window`.
+    #[error("{url}: {slow}")]
+    TooSlow { url: String, slow: super::pace::TooSlow },
     #[error("{url}: connection broke: {}", describe(source))]
     Broke { url: String, source: reqwest::Error },
     /// `Content-Length` says another size than the index.
@@ -247,10 +256,12 @@ impl Cause {
         match self {
             Cause::NoAnswer { .. }
             | Cause::Transport { .. }
+            | Cause::Proxy { .. }
             | Cause::RangeNotSatisfiable { .. }
             | Cause::NoRanges { .. }
             | Cause::UnaskedRange { .. }
             | Cause::Stalled { .. }
+            | Cause::TooSlow { .. }
             | Cause::Broke { .. }
             | Cause::Cut { .. } => Kind::Transient,
             Cause::Http { answer, .. } => {

@@ -9,6 +9,7 @@ use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use super::error::{Answer, Cause, FetchError, Redirect, describe};
+use super::pace::Pace;
 use super::retry::{parse_rate_limit, parse_retry_after};
 use crate::config::Config;
 use crate::secret::{Token, TokenError, redact};
@@ -35,6 +36,10 @@ pub struct Http {
     token: Result<Option<Token>, TokenError>,
     endpoint: Url,
     pub stall_timeout: Duration,
+    /// The minimum-rate guard of every body (`min_rate` bytes/s over `min_rate_window`).
+    min_rate: (u64, Duration),
+    /// The `proxy` of the config, as it may be shown (no credentials).
+    proxy: Option<String>,
     /// Connections for one large file.
     pub connections_per_file: usize,
     /// Chunk size of a parallel download; files under two chunks stream over one connection.
@@ -82,6 +87,8 @@ impl Http {
             token,
             endpoint,
             stall_timeout: config.stall_timeout,
+            min_rate: (config.min_rate.as_u64(), config.min_rate_window),
+            proxy: config.proxy.as_deref().map(shown_proxy),
             connections_per_file: config.connections_per_file,
             chunk_size: config.chunk_size.as_u64(),
             max_per_host: config.max_connections_per_host,
@@ -146,7 +153,7 @@ impl Http {
             let response = tokio::time::timeout(self.stall_timeout, request.send())
                 .await
                 .map_err(|_| Cause::NoAnswer { url: redact(url.as_str()), after: self.stall_timeout })?
-                .map_err(|e| transport_error(&url, e))?;
+                .map_err(|e| transport_error(&url, e, self.proxy_of(&url).as_deref()))?;
             if !response.status().is_redirection() {
                 return Ok((url, response));
             }
@@ -249,6 +256,47 @@ impl Http {
     /// Reads the next piece of a body; no byte for `stall_timeout` is a transient error. When no
     /// byte comes for `IDLE`, `on_idle` runs first (the caller hands on what it holds, so a
     /// stalled or slow transfer has its bytes on disk for a resume).
+    /// The proxy a request to `url` goes through, as far as the settings say: the config's
+    /// `proxy`, else the environment's for the scheme; none when `NO_PROXY` names the host.
+    fn proxy_of(&self, url: &Url) -> Option<String> {
+        let host = url.host_str().unwrap_or_default();
+        let exempt = ["NO_PROXY", "no_proxy"].iter().filter_map(|n| std::env::var(n).ok()).any(|list| {
+            list.split(',').map(str::trim).any(|rule| {
+                rule == "*"
+                    || (!rule.is_empty()
+                        && (host == rule.trim_start_matches('.')
+                            || host.ends_with(&format!(".{}", rule.trim_start_matches('.')))))
+            })
+        });
+        if exempt {
+            return None;
+        }
+        self.proxy.clone().or_else(|| env_proxy(url.scheme()).map(|p| shown_proxy(&p)))
+    }
+
+    /// The minimum-rate guard for one body, started now.
+    pub fn pace(&self) -> Pace {
+        Pace::new(self.min_rate.0, self.min_rate.1, std::time::Instant::now())
+    }
+
+    /// Like [`Http::next_chunk`]; a body slower than `min_rate` over a whole window is a
+    /// transient error too (`pace` measures this body).
+    pub async fn next_chunk_paced(
+        &self,
+        response: &mut Response,
+        url: &str,
+        pace: &mut Pace,
+        on_idle: impl FnOnce(),
+    ) -> Result<Option<bytes::Bytes>, FetchError> {
+        let chunk = self.next_chunk(response, url, on_idle).await?;
+        // The end of the body is never too slow: what came is the whole answer.
+        if let Some(piece) = &chunk {
+            pace.record(piece.len() as u64, std::time::Instant::now())
+                .map_err(|slow| Cause::TooSlow { url: redact(url), slow })?;
+        }
+        Ok(chunk)
+    }
+
     pub async fn next_chunk(
         &self,
         response: &mut Response,
@@ -305,12 +353,38 @@ pub fn normalize_etag(etag: &str) -> String {
 /// A request that got no HTTP answer: always transient (connect, reset, TLS hiccup, timeout)
 /// except for a certificate the system does not trust, which no retry fixes. The URL is taken
 /// out of the error: its text would show a presigned query string.
-fn transport_error(url: &Url, error: reqwest::Error) -> FetchError {
+fn transport_error(url: &Url, error: reqwest::Error, proxy: Option<&str>) -> FetchError {
     let (url, source) = (redact(url.as_str()), error.without_url());
     if certificate_error(&source).is_some() {
         return Cause::Certificate { url, source }.into();
     }
-    Cause::Transport { url, source }.into()
+    match proxy {
+        // A connection that never got through is the proxy's failure, not the origin's.
+        Some(proxy) if source.is_connect() => Cause::Proxy { url, proxy: proxy.to_owned(), source }.into(),
+        _ => Cause::Transport { url, source }.into(),
+    }
+}
+
+/// A proxy URL as it may be shown: without user and password.
+fn shown_proxy(proxy: &str) -> String {
+    match Url::parse(proxy) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "(unparsable)".to_owned(),
+    }
+}
+
+/// The proxy variables reqwest reads, by scheme (`system-proxy`): the first one set.
+fn env_proxy(scheme: &str) -> Option<String> {
+    let names: &[&str] = if scheme == "https" {
+        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 /// The TLS library's own certificate error somewhere in `error`'s chain. An `io::Error` shows

@@ -68,12 +68,20 @@ pub async fn fetch(
     progress: Progress<'_>,
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
-    let mut retry = 0;
+    let mut budget = retry::Budget::new(*policy, 0);
     let mut restarted = false;
     let mut expired_before = false;
     let mut transferred = 0;
+    // The most of the file the partial file has held: failures after progress refill the budget.
+    let held = std::sync::atomic::AtomicU64::new(0);
+    let tracked = |position: u64| {
+        held.fetch_max(position, std::sync::atomic::Ordering::Relaxed);
+        progress(position);
+    };
     loop {
-        let mut attempt = Attempt { http, partial, expected, progress, transferred: 0, resumed: false };
+        let attempt_started = Instant::now();
+        let mut attempt =
+            Attempt { http, partial, expected, progress: &tracked, transferred: 0, resumed: false };
         let result = attempt.run(origin).await;
         transferred += attempt.transferred;
         let mut error = match result {
@@ -102,19 +110,20 @@ pub async fn fetch(
         if error.kind() != Kind::Transient {
             return Err(error);
         }
-        match policy.delay(retry, started.elapsed(), error.retry_after(), fastrand::f64()) {
+        let now_held = held.load(std::sync::atomic::Ordering::Relaxed);
+        match budget.after_failure(attempt_started.elapsed(), now_held, error.retry_after(), fastrand::f64())
+        {
             Some(delay) => {
                 tracing::warn!(
-                    retry = retry + 1,
+                    retry = budget.retries(),
                     max_retries = policy.max_retries,
                     "{error}; retrying in {}",
                     humantime::format_duration(round_ms(delay))
                 );
                 tokio::time::sleep(delay).await;
-                retry += 1;
             }
             None => {
-                error.gave_up = Some((retry, round_ms(started.elapsed())));
+                error.gave_up = Some((budget.retries(), round_ms(started.elapsed())));
                 return Err(error);
             }
         }
@@ -259,9 +268,10 @@ impl Attempt<'_> {
         url: &str,
         feed: &mut Feed,
     ) -> Result<(), FetchError> {
+        let mut pace = self.http.pace();
         while let Some(piece) = self
             .http
-            .next_chunk(response, url, || {
+            .next_chunk_paced(response, url, &mut pace, || {
                 let _ = feed.flush();
             })
             .await?

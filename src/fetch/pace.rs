@@ -3,8 +3,6 @@
 //! `stall_timeout` is abandoned and retried (the resume keeps its bytes). Pure: the caller
 //! passes the clock.
 
-#![allow(dead_code)] // TODO(issue 11 §7): wired into the body loops once the typed causes land
-
 use std::time::{Duration, Instant};
 
 /// Measures one response body.

@@ -268,8 +268,9 @@ async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> 
         }
         let mut feed = sink.feed(start);
         let received = async {
+            let mut pace = http.pace();
             while let Some(piece) = http
-                .next_chunk(&mut response, url, || {
+                .next_chunk_paced(&mut response, url, &mut pace, || {
                     let _ = feed.flush();
                 })
                 .await?

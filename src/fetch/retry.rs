@@ -38,7 +38,6 @@ impl Policy {
 }
 
 /// A failure after at least this much new data in the partial file does not use up a retry.
-#[allow(dead_code)]
 pub const PROGRESS: u64 = 64 << 10;
 
 /// The retries left to one source. A failure that follows progress (the partial file grew by
@@ -47,7 +46,6 @@ pub const PROGRESS: u64 = 64 << 10;
 /// and on attempts that got nowhere, so a source that never advances is still given up on.
 /// Progress is measured as a high-water mark of the partial file, not bytes received, so a
 /// server that restarts the file every time does not count as advancing.
-#[allow(dead_code)] // TODO(issue 11 §7): wired into fetch's retry loop once the typed causes land
 #[derive(Debug, Clone)]
 pub struct Budget {
     policy: Policy,
@@ -56,7 +54,6 @@ pub struct Budget {
     high_water: u64,
 }
 
-#[allow(dead_code)]
 impl Budget {
     /// `held`: bytes already in the partial file when the source is first tried.
     pub fn new(policy: Policy, held: u64) -> Self {

@@ -133,6 +133,7 @@ pub fn sweep(layout: &Layout, items: &[Item]) {
         }
     }
     dirs.push(layout.stamps_dir());
+    dirs.push(layout.state_dir());
     dirs.sort();
     dirs.dedup();
     for dir in dirs {

@@ -22,7 +22,7 @@ pub const SMALL: usize = 256 << 10;
 /// `WATCHDOG_USEC` of the tests: the daemon must ping at least this often.
 const WATCHDOG: Duration = Duration::from_millis(400);
 /// How long any wait of these tests may take before it fails the test.
-const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The CDN sends 64 KiB every 50 ms: [`BIG`] takes 3.2 s, and never 1 s without a byte.
 fn drip() -> Fault {
@@ -42,7 +42,7 @@ fn cdn_gets(site: &Site, blob: &Blob) -> Vec<crate::origin::Request> {
 }
 
 /// The row of `model` in `status --json`.
-fn status_of(status: &serde_json::Value, model: crate::fixture::Model) -> &serde_json::Value {
+pub fn status_of(status: &serde_json::Value, model: crate::fixture::Model) -> &serde_json::Value {
     status["models"]
         .as_array()
         .and_then(|models| models.iter().find(|m| m["id"] == model.id))
@@ -323,7 +323,7 @@ fn monotonic_usec() -> u64 {
         + u64::try_from(now.tv_nsec).expect("nanos") / 1000
 }
 
-fn all_ready(status: &str) -> bool {
+pub fn all_ready(status: &str) -> bool {
     let counts = status.split(' ').next().and_then(|c| c.split_once('/'));
     status.contains("models ready") && counts.is_some_and(|(a, b)| a == b)
 }

@@ -19,6 +19,7 @@ mod modules;
 mod nix;
 mod origin;
 mod secrets;
+mod slow;
 mod sync;
 mod util;
 mod validate;

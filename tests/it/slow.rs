@@ -37,7 +37,11 @@ fn a_trickle_that_beats_the_stall_timeout_is_left_and_resumed() {
     let run = site.sync();
     run.assert_ok();
     site.assert_published(AJNA, &blob);
-    assert!(run.out.contains("below min_rate"), "the log does not say why the transfer was left:\n{}", run.out);
+    assert!(
+        run.out.contains("below min_rate"),
+        "the log does not say why the transfer was left:\n{}",
+        run.out
+    );
     assert_eq!(site.origin().requests_to(Route::Cdn).len(), 2, "one trickle, one good answer");
 }
 
@@ -80,10 +84,10 @@ fn a_source_that_never_advances_still_runs_out_of_retries() {
 #[test]
 fn a_dead_proxy_is_named_not_blamed_on_the_origin() {
     let site = Site::new();
-    let blob = serve(&site, data(1, 4096));
     // Nothing listens on port 9 of the loopback.
     site.set("proxy", "http://127.0.0.1:9");
     site.set("max_retries", 0);
+    let blob = serve(&site, data(1, 4096));
     let run = site.sync();
     run.assert_refused(AJNA.id, &["proxy http://127.0.0.1:9"]);
     site.assert_not_published(AJNA, &blob);
@@ -104,11 +108,17 @@ fn a_trickling_model_does_not_keep_the_others_waiting() {
         if status_of(&status, ANAHATA)["state"] == "ready" {
             break;
         }
-        assert!(Instant::now() < deadline, "the healthy model waited behind the stuck one: {status:#}\n{}", daemon.report());
+        assert!(
+            Instant::now() < deadline,
+            "the healthy model waited behind the stuck one: {status:#}\n{}",
+            daemon.report()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     site.assert_published(ANAHATA, &healthy);
-    assert!(!all_ready(&daemon.messages().last().and_then(|m| m.status().map(str::to_owned)).unwrap_or_default()));
+    assert!(!all_ready(
+        &daemon.messages().last().and_then(|m| m.status().map(str::to_owned)).unwrap_or_default()
+    ));
 }
 
 #[test]
@@ -116,7 +126,8 @@ fn a_stopped_daemon_shows_its_downloads_as_interrupted() {
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let site = daemon_site();
         let blob = serve(&site, data(1, 4 << 20));
-        site.origin().add(Rule::always(Route::Cdn, Fault::Drip { chunk: 64 << 10, every: Duration::from_millis(50) }));
+        site.origin()
+            .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 64 << 10, every: Duration::from_millis(50) }));
         let mut daemon = Daemon::start(&site);
         let deadline = Instant::now() + PATIENCE;
         while status_of(&site.status(), AJNA)["state"] != "fetching" {
