@@ -13,22 +13,14 @@ Prints one line per check; exits 1 listing every failure. Never touches the netw
 library runs with HF_HUB_OFFLINE=1 and an endpoint on a closed loopback port.
 """
 
-import atexit
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 
-# Before the import: huggingface_hub reads its environment once.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home.")
-atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
-os.environ.pop("HF_TOKEN", None)
-os.environ.pop("HF_HUB_CACHE", None)
+# The shared offline environment (tests/models/offline_env.py), before huggingface_hub.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
+import offline_env  # noqa: F401,E402
 
 import huggingface_hub  # noqa: E402
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download, try_to_load_from_cache  # noqa: E402

@@ -23,27 +23,14 @@ Prints a JSON report {"ok": bool, "commit": ..., "files": [...], "checks": [{"ch
 """
 
 import argparse
-import atexit
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import traceback
 import warnings
 
-# Before any import of huggingface_hub or transformers: both read their environment once.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home.")
-atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
-os.environ.pop("HF_TOKEN", None)
-os.environ.pop("HF_HUB_CACHE", None)
-os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
+import offline_env  # noqa: F401,E402  (before huggingface_hub and transformers)
 
 
 class Report:
