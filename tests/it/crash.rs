@@ -189,7 +189,9 @@ fn partial_of_a_version_no_longer_indexed_is_removed() {
     let site = Site::new();
     let v2 = site.serve(AJNA, data(2, 512 << 10));
     site.write_index(&[(AJNA, &v2)]);
-    site.origin().add(Rule::always(Route::Cdn, Fault::ResetAfter(100 << 10)));
+    // Two answers cut after 100 KiB, then only 503s: the run fails with the bytes kept.
+    site.origin().add(Rule::times(Route::Cdn, 2, Fault::ResetAfter(100 << 10)));
+    site.origin().add(Rule::always(Route::Cdn, Fault::status(503, &[])));
     let run = site.sync();
     assert_ne!(run.code, Some(0), "{}", run.out);
     assert!(site.paths(AJNA, &v2).partial().exists(), "no partial file kept for the resume:\n{}", run.out);
