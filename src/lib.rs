@@ -20,6 +20,7 @@ pub(crate) mod fsx;
 pub(crate) mod index;
 pub(crate) mod item;
 pub(crate) mod layout;
+pub(crate) mod pin;
 pub(crate) mod plan;
 pub(crate) mod publish;
 pub(crate) mod report;
