@@ -9,17 +9,15 @@
 //! With `--index`, an existing entry of the same id is the starting point, so a CI job that only
 //! retrained a model passes the file and the id and keeps every other field.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::index_lock::{self, IndexLock, IndexLockError};
+use super::edit::{IndexEdit, MetaArgs, pretty, remove, set};
 use super::{Failure, Status};
 use crate::digest::{Sha256Hex, hash_reader};
-use crate::index::{Index, IndexError, schema, unsafe_path_reason};
+use crate::index::unsafe_path_reason;
 use crate::pin::primary::{PRIMARY_RULE, format_of, primary_file};
 
 #[derive(Debug, clap::Args)]
@@ -44,51 +42,8 @@ pub(super) struct Args {
     /// Model id, e.g. muladhara-foundation-v1.
     #[arg(long)]
     id: String,
-    /// Semantic version, e.g. 1.0.0.
-    #[arg(long)]
-    version: Option<String>,
-    /// Chakra the model belongs to.
-    #[arg(long)]
-    chakra: Option<String>,
-    /// Resonant frequency in Hz (0-10000).
-    #[arg(long)]
-    frequency_hz: Option<f64>,
-    /// Sacred-geometry pattern, e.g. hexagon.
-    #[arg(long)]
-    geometry_pattern: Option<String>,
-    /// Geometry dimensions (1-13).
-    #[arg(long)]
-    geometry_dimensions: Option<u64>,
-    /// Temporal scope, e.g. eternal.
-    #[arg(long)]
-    temporal_scope: Option<String>,
-    /// A semantic tag; repeat for several (replaces the existing tags).
-    #[arg(long = "tag", value_name = "TAG")]
-    tags: Vec<String>,
-    #[arg(long)]
-    dataset_id: Option<String>,
-    #[arg(long)]
-    dataset_url: Option<String>,
-    #[arg(long)]
-    dataset_commit: Option<String>,
-    #[arg(long)]
-    training_repo: Option<String>,
-    #[arg(long)]
-    training_command: Option<String>,
-    #[arg(long)]
-    training_commit: Option<String>,
-    /// SPDX license identifier.
-    #[arg(long)]
-    license: Option<String>,
-    /// Training run id (provenance.runId).
-    #[arg(long)]
-    run_id: Option<String>,
-    /// Who trained the model (provenance.creator).
-    #[arg(long)]
-    creator: Option<String>,
-    /// A metric NAME=NUMBER for provenance.metrics; repeat for several.
-    #[arg(long = "metric", value_name = "NAME=NUMBER", value_parser = parse_metric)]
-    metrics: Vec<(String, f64)>,
+    #[command(flatten)]
+    meta: MetaArgs,
     /// File name to publish under (default: FILE's name; for a folder, the primary file's path).
     #[arg(long)]
     filename: Option<String>,
@@ -109,20 +64,12 @@ pub(super) struct Args {
     /// Plain download URL.
     #[arg(long)]
     download_url: Option<String>,
-    #[arg(long)]
-    description: Option<String>,
     /// An index to start from (an entry of the same id is updated) and, with --write, to update.
     #[arg(long, value_name = "INDEX")]
     index: Option<PathBuf>,
     /// Write the entry into --index, replacing an entry of the same id, atomically.
     #[arg(long, requires = "index")]
     write: bool,
-}
-
-fn parse_metric(s: &str) -> Result<(String, f64), String> {
-    let (name, value) = s.split_once('=').ok_or("expected NAME=NUMBER")?;
-    let value: f64 = value.parse().map_err(|e| format!("{value:?}: {e}"))?;
-    Ok((name.to_owned(), value))
 }
 
 /// What was hashed: one file, or every file of a folder and which of them is the primary one.
@@ -191,63 +138,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     };
     let (sha256, size) = hashed.primary();
 
-    // The whole read-modify-write of the index holds its lock, so a parallel edit is never lost.
-    let _lock = match (&args.index, args.write) {
-        (Some(path), true) => Some(IndexLock::acquire(path, index_lock::WAIT).map_err(|e| {
-            let status =
-                if matches!(e, IndexLockError::Busy { .. }) { Status::TempFail } else { Status::IoErr };
-            Failure::new(status, anyhow::Error::new(e))
-        })?),
-        _ => None,
-    };
-    let mut document = match &args.index {
-        Some(path) => read_document(path)?,
-        None => json!({ "models": [] }),
-    };
-    let models = document
-        .get_mut("models")
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| Failure::new(Status::DataErr, anyhow::anyhow!("the index has no \"models\" list")))?;
-    let position = models.iter().position(|m| m.get("id").and_then(Value::as_str) == Some(&args.id));
-    let mut entry = position.map_or_else(|| json!({ "id": args.id }), |i| models[i].clone());
+    let mut edit = IndexEdit::open(args.index.as_deref(), args.write)?;
+    let mut entry = edit.start(&args.id);
     apply(args, &mut entry, &hashed);
-    if position.is_none() {
-        schema::order_entry_keys(&mut entry);
-    }
-    match position {
-        Some(i) => models[i] = entry.clone(),
-        None => models.push(entry.clone()),
-    }
-
-    // Check the entry (and, when writing, the whole index it lands in) by the same rules as
-    // `validate`; print every problem.
-    let (checked, label) = if args.write {
-        (document.clone(), args.index.clone().unwrap_or_default())
-    } else {
-        (json!({ "models": [entry] }), PathBuf::from("<entry>"))
-    };
-    let index = match Index::from_document(&label, &checked) {
-        Ok(index) => index,
-        Err(e) => {
-            return Err(Failure::new(
-                Status::DataErr,
-                anyhow::anyhow!(
-                    "{e}\nPass the missing or wrong values as flags (see `models-fetch entry --help`)."
-                ),
-            ));
-        }
-    };
-    for (_, _, fields) in index.stubs().filter(|(_, e, _)| e.id.as_str() == args.id) {
-        let fields: Vec<String> = fields.iter().map(ToString::to_string).collect();
-        eprintln!("warning: {} still has placeholder values: {}", args.id, fields.join(", "));
-    }
-
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialize");
-    println!("{}", pretty(&entry));
-    if let (true, Some(path)) = (args.write, &args.index) {
-        write_atomically(path, format!("{}\n", pretty(&document)).as_bytes()).map_err(|e| {
-            Failure::new(Status::IoErr, anyhow::anyhow!("{}: cannot write: {e}", path.display()))
-        })?;
+    edit.put(entry, "entry")?;
+    println!("{}", pretty(edit.placed()));
+    if let Some(path) = edit.save()? {
         let files = match &hashed {
             Hashed::File { .. } => String::new(),
             Hashed::Folder { files, .. } => format!("{}, primary ", crate::index::count(files.len(), "file")),
@@ -255,17 +151,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         eprintln!(
             "{}: {} {} ({files}{} bytes, sha256 {sha256})",
             path.display(),
-            if position.is_some() { "updated" } else { "added" },
+            if edit.added() { "added" } else { "updated" },
             args.id,
             size
         );
     }
     Ok(Status::Success)
-}
-
-fn read_document(path: &Path) -> Result<Value, Failure> {
-    let text = crate::index::read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| IndexError::syntax(path, &e).into())
 }
 
 /// Every regular file under `dir` (symlinks followed; `.git` and `.cache/huggingface` skipped),
@@ -381,56 +272,18 @@ fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
             (Some(path.clone()), format_of(path))
         }
     };
-    let set = |entry: &mut Value, pointer: &str, value: Value| {
-        let mut node = entry;
-        for key in pointer.split('/') {
-            if !node.is_object() {
-                *node = Value::Object(Map::new());
-            }
-            node = node.as_object_mut().expect("made an object").entry(key).or_insert(Value::Null);
-        }
-        *node = value;
-    };
+    args.meta.apply(entry);
     let strings = [
-        ("version", &args.version),
-        ("chakra", &args.chakra),
-        ("geometry/pattern", &args.geometry_pattern),
-        ("temporalScope", &args.temporal_scope),
-        ("dataset/id", &args.dataset_id),
-        ("dataset/url", &args.dataset_url),
-        ("dataset/commit", &args.dataset_commit),
-        ("training/repo", &args.training_repo),
-        ("training/command", &args.training_command),
-        ("training/commit", &args.training_commit),
-        ("license", &args.license),
-        ("provenance/runId", &args.run_id),
-        ("provenance/creator", &args.creator),
         ("artifact/repo", &args.repo),
         ("artifact/revision", &args.revision),
         ("artifact/commit", &args.commit),
         ("artifact/path", &args.path),
         ("artifact/downloadUrl", &args.download_url),
-        ("description", &args.description),
     ];
     for (pointer, value) in strings {
         if let Some(value) = value {
             set(entry, pointer, Value::String(value.clone()));
         }
-    }
-    if let Some(hz) = args.frequency_hz {
-        // 432, not 432.0, when the frequency is whole.
-        #[allow(clippy::cast_possible_truncation)]
-        let value = if hz.fract() == 0.0 && hz.abs() < 1e15 { json!(hz as i64) } else { json!(hz) };
-        set(entry, "frequencyHz", value);
-    }
-    if let Some(dimensions) = args.geometry_dimensions {
-        set(entry, "geometry/dimensions", json!(dimensions));
-    }
-    if !args.tags.is_empty() {
-        set(entry, "semanticTags", json!(args.tags));
-    }
-    for (name, value) in &args.metrics {
-        set(entry, &format!("provenance/metrics/{name}"), json!(value));
     }
     if let Some(filename) = args.filename.clone().or(file_name) {
         set(entry, "artifact/filename", Value::String(filename));
@@ -445,9 +298,7 @@ fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
         let primary_path = &files[*primary].path;
         let filename = entry.pointer("/artifact/filename").and_then(Value::as_str);
         if filename == Some(primary_path.as_str()) {
-            if let Some(artifact) = entry.get_mut("artifact").and_then(Value::as_object_mut) {
-                artifact.shift_remove("path");
-            }
+            remove(entry, "artifact/path");
         } else {
             set(entry, "artifact/path", Value::String(primary_path.clone()));
         }
@@ -457,18 +308,4 @@ fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
             .collect();
         set(entry, "artifact/files", Value::Array(listed));
     }
-}
-
-/// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix:
-/// a temp file in the same directory, fsync, rename, fsync of the directory. Keeps the mode.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".index.json.").tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        temp.as_file().set_permissions(meta.permissions())?;
-    }
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
 }

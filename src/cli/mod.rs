@@ -1,6 +1,7 @@
 //! Command-line glue: the clap definitions, one file per subcommand, and the mapping of
 //! failures to exit statuses. No logic of its own beyond reading arguments and printing.
 
+mod edit;
 mod entry;
 mod index_lock;
 mod plan;
