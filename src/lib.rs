@@ -17,6 +17,7 @@ pub(crate) mod daemon;
 pub(crate) mod digest;
 pub(crate) mod fetch;
 pub(crate) mod fsx;
+pub(crate) mod hub;
 pub(crate) mod index;
 pub(crate) mod item;
 pub(crate) mod layout;
