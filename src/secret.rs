@@ -17,12 +17,19 @@ impl Token {
         let err = |reason: String| TokenError { path: path.to_owned(), reason };
         let text =
             crate::fsx::read_bounded_string(path, crate::fsx::TOKEN).map_err(|e| err(e.to_string()))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    /// A token from text (a file's content, an environment variable): surrounding whitespace
+    /// trimmed; empty, or with a space or a control character inside, is an error that never
+    /// holds the text.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let token = text.trim();
         if token.is_empty() {
-            return Err(err("is empty".to_owned()));
+            return Err("is empty".to_owned());
         }
         if token.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(err("holds more than one word; it must hold the token alone".to_owned()));
+            return Err("holds more than one word; it must hold the token alone".to_owned());
         }
         Ok(Self(token.to_owned()))
     }

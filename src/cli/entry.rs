@@ -9,27 +9,16 @@
 //! With `--index`, an existing entry of the same id is the starting point, so a CI job that only
 //! retrained a model passes the file and the id and keeps every other field.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::index_lock::{self, IndexLock, IndexLockError};
+use super::edit::{IndexEdit, MetaArgs, pretty, remove, set};
 use super::{Failure, Status};
 use crate::digest::{Sha256Hex, hash_reader};
-use crate::index::{Index, IndexError, schema, unsafe_path_reason};
-
-/// How `entry DIR` picks the primary file; the README and `--help` say the same.
-const PRIMARY_RULE: &str = "\
-The primary file (artifact.filename/sha256/sizeBytes) of a folder is --path when given, else the \
-first kind of weights found: a sharded safetensors index (*.safetensors.index.json), else \
-*.safetensors, else *.gguf, else a sharded PyTorch index (*.bin.index.json), else *.bin, *.pt, \
-*.pth, *.ckpt, *.onnx, *.h5, *.msgpack or *.tflite; a shard other than the first \
-(NAME-0000k-of-0000N.EXT, k > 1) is never chosen. Among several of that kind: the one in the \
-fewest folders, then the largest, then the first by path. With no weights at all: the largest \
-file, then the first by path.";
+use crate::index::unsafe_path_reason;
+use crate::pin::primary::{PRIMARY_RULE, format_of, primary_file};
 
 #[derive(Debug, clap::Args)]
 #[allow(clippy::struct_field_names)]
@@ -53,51 +42,8 @@ pub(super) struct Args {
     /// Model id, e.g. muladhara-foundation-v1.
     #[arg(long)]
     id: String,
-    /// Semantic version, e.g. 1.0.0.
-    #[arg(long)]
-    version: Option<String>,
-    /// Chakra the model belongs to.
-    #[arg(long)]
-    chakra: Option<String>,
-    /// Resonant frequency in Hz (0-10000).
-    #[arg(long)]
-    frequency_hz: Option<f64>,
-    /// Sacred-geometry pattern, e.g. hexagon.
-    #[arg(long)]
-    geometry_pattern: Option<String>,
-    /// Geometry dimensions (1-13).
-    #[arg(long)]
-    geometry_dimensions: Option<u64>,
-    /// Temporal scope, e.g. eternal.
-    #[arg(long)]
-    temporal_scope: Option<String>,
-    /// A semantic tag; repeat for several (replaces the existing tags).
-    #[arg(long = "tag", value_name = "TAG")]
-    tags: Vec<String>,
-    #[arg(long)]
-    dataset_id: Option<String>,
-    #[arg(long)]
-    dataset_url: Option<String>,
-    #[arg(long)]
-    dataset_commit: Option<String>,
-    #[arg(long)]
-    training_repo: Option<String>,
-    #[arg(long)]
-    training_command: Option<String>,
-    #[arg(long)]
-    training_commit: Option<String>,
-    /// SPDX license identifier.
-    #[arg(long)]
-    license: Option<String>,
-    /// Training run id (provenance.runId).
-    #[arg(long)]
-    run_id: Option<String>,
-    /// Who trained the model (provenance.creator).
-    #[arg(long)]
-    creator: Option<String>,
-    /// A metric NAME=NUMBER for provenance.metrics; repeat for several.
-    #[arg(long = "metric", value_name = "NAME=NUMBER", value_parser = parse_metric)]
-    metrics: Vec<(String, f64)>,
+    #[command(flatten)]
+    meta: MetaArgs,
     /// File name to publish under (default: FILE's name; for a folder, the primary file's path).
     #[arg(long)]
     filename: Option<String>,
@@ -118,20 +64,12 @@ pub(super) struct Args {
     /// Plain download URL.
     #[arg(long)]
     download_url: Option<String>,
-    #[arg(long)]
-    description: Option<String>,
     /// An index to start from (an entry of the same id is updated) and, with --write, to update.
     #[arg(long, value_name = "INDEX")]
     index: Option<PathBuf>,
     /// Write the entry into --index, replacing an entry of the same id, atomically.
     #[arg(long, requires = "index")]
     write: bool,
-}
-
-fn parse_metric(s: &str) -> Result<(String, f64), String> {
-    let (name, value) = s.split_once('=').ok_or("expected NAME=NUMBER")?;
-    let value: f64 = value.parse().map_err(|e| format!("{value:?}: {e}"))?;
-    Ok((name.to_owned(), value))
 }
 
 /// What was hashed: one file, or every file of a folder and which of them is the primary one.
@@ -200,63 +138,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     };
     let (sha256, size) = hashed.primary();
 
-    // The whole read-modify-write of the index holds its lock, so a parallel edit is never lost.
-    let _lock = match (&args.index, args.write) {
-        (Some(path), true) => Some(IndexLock::acquire(path, index_lock::WAIT).map_err(|e| {
-            let status =
-                if matches!(e, IndexLockError::Busy { .. }) { Status::TempFail } else { Status::IoErr };
-            Failure::new(status, anyhow::Error::new(e))
-        })?),
-        _ => None,
-    };
-    let mut document = match &args.index {
-        Some(path) => read_document(path)?,
-        None => json!({ "models": [] }),
-    };
-    let models = document
-        .get_mut("models")
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| Failure::new(Status::DataErr, anyhow::anyhow!("the index has no \"models\" list")))?;
-    let position = models.iter().position(|m| m.get("id").and_then(Value::as_str) == Some(&args.id));
-    let mut entry = position.map_or_else(|| json!({ "id": args.id }), |i| models[i].clone());
+    let mut edit = IndexEdit::open(args.index.as_deref(), args.write)?;
+    let mut entry = edit.start(&args.id);
     apply(args, &mut entry, &hashed);
-    if position.is_none() {
-        schema::order_entry_keys(&mut entry);
-    }
-    match position {
-        Some(i) => models[i] = entry.clone(),
-        None => models.push(entry.clone()),
-    }
-
-    // Check the entry (and, when writing, the whole index it lands in) by the same rules as
-    // `validate`; print every problem.
-    let (checked, label) = if args.write {
-        (document.clone(), args.index.clone().unwrap_or_default())
-    } else {
-        (json!({ "models": [entry] }), PathBuf::from("<entry>"))
-    };
-    let index = match Index::from_document(&label, &checked) {
-        Ok(index) => index,
-        Err(e) => {
-            return Err(Failure::new(
-                Status::DataErr,
-                anyhow::anyhow!(
-                    "{e}\nPass the missing or wrong values as flags (see `models-fetch entry --help`)."
-                ),
-            ));
-        }
-    };
-    for (_, _, fields) in index.stubs().filter(|(_, e, _)| e.id.as_str() == args.id) {
-        let fields: Vec<String> = fields.iter().map(ToString::to_string).collect();
-        eprintln!("warning: {} still has placeholder values: {}", args.id, fields.join(", "));
-    }
-
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialize");
-    println!("{}", pretty(&entry));
-    if let (true, Some(path)) = (args.write, &args.index) {
-        write_atomically(path, format!("{}\n", pretty(&document)).as_bytes()).map_err(|e| {
-            Failure::new(Status::IoErr, anyhow::anyhow!("{}: cannot write: {e}", path.display()))
-        })?;
+    edit.put(entry, "entry")?;
+    println!("{}", pretty(edit.placed()));
+    if let Some(path) = edit.save()? {
         let files = match &hashed {
             Hashed::File { .. } => String::new(),
             Hashed::Folder { files, .. } => format!("{}, primary ", crate::index::count(files.len(), "file")),
@@ -264,17 +151,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         eprintln!(
             "{}: {} {} ({files}{} bytes, sha256 {sha256})",
             path.display(),
-            if position.is_some() { "updated" } else { "added" },
+            if edit.added() { "added" } else { "updated" },
             args.id,
             size
         );
     }
     Ok(Status::Success)
-}
-
-fn read_document(path: &Path) -> Result<Value, Failure> {
-    let text = crate::index::read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| IndexError::syntax(path, &e).into())
 }
 
 /// Every regular file under `dir` (symlinks followed; `.git` and `.cache/huggingface` skipped),
@@ -376,58 +258,6 @@ fn hash_folder(dir: &Path) -> Result<Vec<HashedFile>, Failure> {
     Ok(files)
 }
 
-/// Weight formats in order of preference, by how a file name ends (see [`PRIMARY_RULE`]).
-const WEIGHT_KINDS: &[&[&str]] = &[
-    &[".safetensors.index.json"],
-    &[".safetensors"],
-    &[".gguf"],
-    &[".bin.index.json"],
-    &[".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".tflite"],
-];
-
-/// The primary file of a folder: the index in `files` (path, size) of the file [`PRIMARY_RULE`]
-/// chooses. `files` is not empty.
-fn primary_file(files: &[(&str, u64)]) -> usize {
-    let name_of = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
-    let kind = |path: &str| {
-        let name = name_of(path);
-        if later_shard(&name) {
-            return None;
-        }
-        WEIGHT_KINDS
-            .iter()
-            .position(|endings| endings.iter().any(|e| name.len() > e.len() && name.ends_with(e)))
-    };
-    let best_kind = files.iter().filter_map(|(path, _)| kind(path)).min();
-    let folders = |path: &str| path.matches('/').count();
-    let candidates = (0..files.len()).filter(|&i| best_kind.is_none() || kind(files[i].0) == best_kind);
-    let chosen = match best_kind {
-        Some(_) => {
-            candidates.min_by_key(|&i| (folders(files[i].0), std::cmp::Reverse(files[i].1), files[i].0))
-        }
-        None => candidates.min_by_key(|&i| (std::cmp::Reverse(files[i].1), files[i].0)),
-    };
-    chosen.expect("a folder with files")
-}
-
-/// `NAME-0000k-of-0000N.EXT` with k other than 1: a shard that is not the first.
-fn later_shard(name: &str) -> bool {
-    let Some(at) = name.rfind("-of-") else { return false };
-    let (before, after) = (&name[..at], &name[at + 4..]);
-    let total = after.split('.').next().unwrap_or("");
-    let Some((_, number)) = before.rsplit_once('-') else { return false };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    digits(number) && digits(total) && after.len() > total.len() && number.parse::<u64>().ok() != Some(1)
-}
-
-/// The format named by a file's name: `safetensors` for a shard index, else its extension.
-fn format_of(name: &str) -> Option<String> {
-    if name.ends_with(".safetensors.index.json") {
-        return Some("safetensors".to_owned());
-    }
-    Path::new(name).extension().map(|e| e.to_string_lossy().into_owned())
-}
-
 /// Sets every field given on the command line, and the artifact's hash and size (for a folder,
 /// its files, its commit and its primary file).
 fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
@@ -442,56 +272,18 @@ fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
             (Some(path.clone()), format_of(path))
         }
     };
-    let set = |entry: &mut Value, pointer: &str, value: Value| {
-        let mut node = entry;
-        for key in pointer.split('/') {
-            if !node.is_object() {
-                *node = Value::Object(Map::new());
-            }
-            node = node.as_object_mut().expect("made an object").entry(key).or_insert(Value::Null);
-        }
-        *node = value;
-    };
+    args.meta.apply(entry);
     let strings = [
-        ("version", &args.version),
-        ("chakra", &args.chakra),
-        ("geometry/pattern", &args.geometry_pattern),
-        ("temporalScope", &args.temporal_scope),
-        ("dataset/id", &args.dataset_id),
-        ("dataset/url", &args.dataset_url),
-        ("dataset/commit", &args.dataset_commit),
-        ("training/repo", &args.training_repo),
-        ("training/command", &args.training_command),
-        ("training/commit", &args.training_commit),
-        ("license", &args.license),
-        ("provenance/runId", &args.run_id),
-        ("provenance/creator", &args.creator),
         ("artifact/repo", &args.repo),
         ("artifact/revision", &args.revision),
         ("artifact/commit", &args.commit),
         ("artifact/path", &args.path),
         ("artifact/downloadUrl", &args.download_url),
-        ("description", &args.description),
     ];
     for (pointer, value) in strings {
         if let Some(value) = value {
             set(entry, pointer, Value::String(value.clone()));
         }
-    }
-    if let Some(hz) = args.frequency_hz {
-        // 432, not 432.0, when the frequency is whole.
-        #[allow(clippy::cast_possible_truncation)]
-        let value = if hz.fract() == 0.0 && hz.abs() < 1e15 { json!(hz as i64) } else { json!(hz) };
-        set(entry, "frequencyHz", value);
-    }
-    if let Some(dimensions) = args.geometry_dimensions {
-        set(entry, "geometry/dimensions", json!(dimensions));
-    }
-    if !args.tags.is_empty() {
-        set(entry, "semanticTags", json!(args.tags));
-    }
-    for (name, value) in &args.metrics {
-        set(entry, &format!("provenance/metrics/{name}"), json!(value));
     }
     if let Some(filename) = args.filename.clone().or(file_name) {
         set(entry, "artifact/filename", Value::String(filename));
@@ -506,9 +298,7 @@ fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
         let primary_path = &files[*primary].path;
         let filename = entry.pointer("/artifact/filename").and_then(Value::as_str);
         if filename == Some(primary_path.as_str()) {
-            if let Some(artifact) = entry.get_mut("artifact").and_then(Value::as_object_mut) {
-                artifact.shift_remove("path");
-            }
+            remove(entry, "artifact/path");
         } else {
             set(entry, "artifact/path", Value::String(primary_path.clone()));
         }
@@ -517,92 +307,5 @@ fn apply(args: &Args, entry: &mut Value, hashed: &Hashed) {
             .map(|f| json!({ "path": f.path, "sha256": f.sha256.as_str(), "sizeBytes": f.size }))
             .collect();
         set(entry, "artifact/files", Value::Array(listed));
-    }
-}
-
-/// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix:
-/// a temp file in the same directory, fsync, rename, fsync of the directory. Keeps the mode.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".index.json.").tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        temp.as_file().set_permissions(meta.permissions())?;
-    }
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pick<'a>(files: &[(&'a str, u64)]) -> &'a str {
-        files[primary_file(files)].0
-    }
-
-    #[test]
-    fn weights_are_chosen_by_format_preference() {
-        let transformers = [
-            ("config.json", 700),
-            ("model-00001-of-00002.safetensors", 5_000),
-            ("model-00002-of-00002.safetensors", 2_000),
-            ("model.safetensors.index.json", 30),
-            ("pytorch_model.bin", 7_000),
-            ("tokenizer.json", 9_000),
-        ];
-        assert_eq!(pick(&transformers), "model.safetensors.index.json");
-        let embeddings = [
-            ("1_Pooling/config.json", 300),
-            ("model.safetensors", 90),
-            ("onnx/model.onnx", 200),
-            ("pytorch_model.bin", 100),
-        ];
-        assert_eq!(pick(&embeddings), "model.safetensors");
-        // Split GGUFs: the first shard, never a later one, even when larger.
-        let split = [("m-00002-of-00003.gguf", 900), ("m-00001-of-00003.gguf", 800), ("README.md", 5)];
-        assert_eq!(pick(&split), "m-00001-of-00003.gguf");
-        // Several of one kind: the top folder first, then the largest, then by path.
-        let quants = [("sub/big.gguf", 900), ("q4.gguf", 400), ("q8.gguf", 800), ("q8b.gguf", 800)];
-        assert_eq!(pick(&quants), "q8.gguf");
-        let diffusers = [
-            ("model_index.json", 1),
-            ("unet/diffusion_pytorch_model.safetensors", 3_000),
-            ("vae/diffusion_pytorch_model.safetensors", 300),
-        ];
-        assert_eq!(pick(&diffusers), "unet/diffusion_pytorch_model.safetensors");
-        let whisper = [("config.json", 2), ("model.bin", 1_000), ("vocabulary.json", 3_000)];
-        assert_eq!(pick(&whisper), "model.bin");
-        let sharded_torch = [("pytorch_model-00001-of-00002.bin", 9), ("pytorch_model.bin.index.json", 1)];
-        assert_eq!(pick(&sharded_torch), "pytorch_model.bin.index.json");
-    }
-
-    #[test]
-    fn without_weights_the_largest_file_wins() {
-        assert_eq!(pick(&[("a.txt", 5), ("deep/b.dat", 9), ("c.dat", 9)]), "c.dat");
-        assert_eq!(
-            pick(&[(".safetensors", 5), ("x.json", 6)]),
-            "x.json",
-            "a bare extension is no weights file"
-        );
-    }
-
-    #[test]
-    fn later_shards_are_recognised() {
-        for later in ["m-00002-of-00003.gguf", "model-00003-of-00003.safetensors", "x-2-of-2.bin"] {
-            assert!(later_shard(later), "{later}");
-        }
-        for not in ["m-00001-of-00003.gguf", "model.safetensors", "a-of-b.gguf", "m-00002-of-00003", "-of-.x"]
-        {
-            assert!(!later_shard(not), "{not}");
-        }
-    }
-
-    #[test]
-    fn formats_come_from_the_name() {
-        assert_eq!(format_of("model.safetensors.index.json").as_deref(), Some("safetensors"));
-        assert_eq!(format_of("sub/m.gguf").as_deref(), Some("gguf"));
-        assert_eq!(format_of("README"), None);
     }
 }

@@ -1,8 +1,10 @@
 //! Command-line glue: the clap definitions, one file per subcommand, and the mapping of
 //! failures to exit statuses. No logic of its own beyond reading arguments and printing.
 
+mod edit;
 mod entry;
 mod index_lock;
+mod lock;
 mod plan;
 mod run;
 mod status;
@@ -46,6 +48,9 @@ enum Command {
     /// Hash a model file, or every file of a model folder, and print its index entry
     /// (optionally writing it into an index).
     Entry(Box<entry::Args>),
+    /// Pin a Hub model (its commit and every selected file's sha256) into an index entry from
+    /// the Hub's own metadata; with --update, re-pin an entry to its revision's newest commit.
+    Lock(Box<lock::Args>),
     /// Show what would be fetched, from where, and where it would be published (no network).
     Plan(plan::Args),
     /// Fetch, verify and publish every deployed model, then exit.
@@ -84,6 +89,7 @@ impl Cli {
         match self.command {
             Command::Validate(args) => validate::run(&args),
             Command::Entry(args) => entry::run(&args),
+            Command::Lock(args) => lock::run(&args),
             Command::Plan(args) => plan::run(&args),
             Command::Sync(args) => sync::run(&args),
             Command::Run(args) => run::run(&args),
@@ -98,7 +104,7 @@ impl Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Success = 0,
-    /// `validate` found problems.
+    /// `validate` found problems; `lock --update`: nothing changed.
     Invalid = 1,
     /// EX_DATAERR: the index is invalid, or a file does not match it.
     DataErr = 65,

@@ -100,6 +100,17 @@ pub struct Artifact {
     /// Every file of the model, as the index lists them; `None` for a single-file entry. Use
     /// [`Entry::files`], which gives the one primary file for such an entry.
     pub files: Option<Vec<ModelFile>>,
+    /// The file selection `files` was pinned with (`models-fetch lock`), for `lock --update`.
+    pub select: Option<Select>,
+}
+
+/// `artifact.select`: glob patterns of the files a model takes from its repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Select {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 impl Artifact {

@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod hostile;
 mod hubfixture;
 mod journal;
+mod lock;
 mod matrix;
 mod modules;
 mod nix;
