@@ -56,31 +56,7 @@ impl Http {
     /// as an error that is reported only when a request needs the token (public models still
     /// work).
     pub fn new(config: &Config, token: Result<Option<Token>, TokenError>) -> Result<Self, String> {
-        // reqwest is built without a default crypto provider; ring is the one compiled in.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let extra = match &config.ca_file {
-            Some(ca_file) => {
-                let pem = crate::fsx::read_bounded(ca_file, crate::fsx::CA_FILE)
-                    .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-                reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?
-            }
-            None => Vec::new(),
-        };
-        let client = match builder(config, extra.clone(), false)?.build() {
-            Ok(client) => client,
-            Err(e) => {
-                // No usable system roots (a minimal system without ca-certificates): http and
-                // file:// origins must still work, and https ones fail with a clear error.
-                tracing::warn!(
-                    "no system CA certificates can be loaded ({}); only ca_file is trusted for https",
-                    describe(&e)
-                );
-                builder(config, extra, true)?
-                    .build()
-                    .map_err(|e| format!("cannot set up HTTP: {}", describe(&e)))?
-            }
-        };
+        let client = client(&Net::of(config))?;
         let endpoint = Url::parse(&config.endpoint).map_err(|e| format!("endpoint: {e}"))?;
         Ok(Self {
             client,
@@ -324,20 +300,68 @@ impl Http {
 /// How long a body may be silent before what was received is handed on.
 const IDLE: Duration = Duration::from_millis(200);
 
+/// What an HTTP client is built from: the config's network settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Net<'a> {
+    pub ca_file: Option<&'a std::path::Path>,
+    pub proxy: Option<&'a str>,
+    pub connect_timeout: Duration,
+    pub stall_timeout: Duration,
+}
+
+impl<'a> Net<'a> {
+    pub fn of(config: &'a Config) -> Self {
+        Self {
+            ca_file: config.ca_file.as_deref(),
+            proxy: config.proxy.as_deref(),
+            connect_timeout: config.connect_timeout,
+            stall_timeout: config.stall_timeout,
+        }
+    }
+}
+
+/// The client of every request models-fetch makes (downloads, `lock`'s Hub API calls):
+/// redirects followed by hand, the system roots plus `ca_file`, the proxy. Without usable
+/// system roots (a minimal system without ca-certificates) only `ca_file` is trusted, so http
+/// and file:// origins still work and https ones fail with a clear error.
+pub fn client(net: &Net<'_>) -> Result<reqwest::Client, String> {
+    // reqwest is built without a default crypto provider; ring is the one compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let extra = match net.ca_file {
+        Some(ca_file) => {
+            let pem = crate::fsx::read_bounded(ca_file, crate::fsx::CA_FILE)
+                .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?
+        }
+        None => Vec::new(),
+    };
+    match builder(net, extra.clone(), false)?.build() {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            tracing::warn!(
+                "no system CA certificates can be loaded ({}); only ca_file is trusted for https",
+                describe(&e)
+            );
+            builder(net, extra, true)?.build().map_err(|e| format!("cannot set up HTTP: {}", describe(&e)))
+        }
+    }
+}
+
 /// The client's settings; `only_extra` trusts only `extra` (no system roots).
 fn builder(
-    config: &Config,
+    net: &Net<'_>,
     extra: Vec<reqwest::Certificate>,
     only_extra: bool,
 ) -> Result<reqwest::ClientBuilder, String> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(config.connect_timeout)
-        .read_timeout(config.stall_timeout)
+        .connect_timeout(net.connect_timeout)
+        .read_timeout(net.stall_timeout)
         .user_agent(concat!("models-fetch/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(8);
-    if let Some(proxy) = &config.proxy {
-        let proxy = reqwest::Proxy::all(proxy.as_str())
+    if let Some(proxy) = net.proxy {
+        let proxy = reqwest::Proxy::all(proxy)
             .map_err(|e| format!("proxy: {}", describe(&e)))?
             .no_proxy(reqwest::NoProxy::from_env());
         builder = builder.proxy(proxy);

@@ -17,6 +17,7 @@ use reqwest::{Response, StatusCode};
 use sha2::Digest;
 use url::Url;
 
+use crate::fetch::error::describe;
 use crate::secret::{Token, redact};
 pub(crate) use tree::{Content, TreeFile};
 
@@ -69,8 +70,6 @@ pub(crate) struct Downloaded {
 
 impl Hub {
     pub(crate) fn new(settings: Settings) -> Result<Self, String> {
-        // reqwest is built without a default crypto provider; ring is the one compiled in.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint = Url::parse(settings.endpoint.trim_end_matches('/'))
             .map_err(|e| format!("endpoint {:?}: {e}", redact(&settings.endpoint)))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
@@ -84,36 +83,12 @@ impl Hub {
         if endpoint.query().is_some() || endpoint.fragment().is_some() {
             return Err(format!("endpoint {}: must not have a query or fragment", redact(endpoint.as_str())));
         }
-        let extra = match &settings.ca_file {
-            Some(ca_file) => {
-                let pem = crate::fsx::read_bounded(ca_file, crate::fsx::CA_FILE)
-                    .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-                reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca_file.display()))?
-            }
-            None => Vec::new(),
-        };
-        let build = |only_extra: bool| -> Result<reqwest::Client, String> {
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(settings.connect_timeout)
-                .read_timeout(settings.stall_timeout)
-                .user_agent(concat!("models-fetch/", env!("CARGO_PKG_VERSION")));
-            if let Some(proxy) = &settings.proxy {
-                let proxy = reqwest::Proxy::all(proxy.as_str())
-                    .map_err(|e| format!("proxy: {}", describe(&e)))?
-                    .no_proxy(reqwest::NoProxy::from_env());
-                builder = builder.proxy(proxy);
-            }
-            let builder = if only_extra {
-                builder.tls_certs_only(extra.clone())
-            } else {
-                builder.tls_certs_merge(extra.clone())
-            };
-            builder.build().map_err(|e| format!("cannot set up HTTP: {}", describe(&e)))
-        };
-        // Without usable system roots, only ca_file is trusted (and plain http still works).
-        let client = build(false).or_else(|_| build(true))?;
+        let client = crate::fetch::http::client(&crate::fetch::http::Net {
+            ca_file: settings.ca_file.as_deref(),
+            proxy: settings.proxy.as_deref(),
+            connect_timeout: settings.connect_timeout,
+            stall_timeout: settings.stall_timeout,
+        })?;
         Ok(Self { client, endpoint, token: settings.token, stall_timeout: settings.stall_timeout })
     }
 
@@ -369,31 +344,6 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What went wrong with a request without an answer, without its URL (reqwest's own text
-/// holds the URL, and so a query string).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
-        "cannot connect"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "the response body broke"
-    } else {
-        "request failed"
-    }
-    .to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn transport_error(url: &Url, error: &reqwest::Error) -> HubError {

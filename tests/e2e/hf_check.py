@@ -13,25 +13,16 @@ Prints one line per check; exits 1 listing every failure. Never touches the netw
 library runs with HF_HUB_OFFLINE=1 and an endpoint on a closed loopback port.
 """
 
-import hashlib
 import json
 import os
 import sys
 
 # The shared offline environment (tests/models/offline_env.py), before huggingface_hub.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
-import offline_env  # noqa: F401,E402
+from offline_env import sha256_of  # noqa: E402
 
 import huggingface_hub  # noqa: E402
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download, try_to_load_from_cache  # noqa: E402
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main():

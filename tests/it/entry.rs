@@ -4,38 +4,12 @@
 
 use std::process::Command;
 
-use crate::fixture::{models_fetch, temp_dir, text, write};
+use crate::fixture::{FULL, SEED, models_fetch, temp_dir, text, write};
 
-const REQUIRED: &[&str] = &[
-    "--version",
-    "1.2.3",
-    "--chakra",
-    "soma",
-    "--frequency-hz",
-    "432",
-    "--geometry-pattern",
-    "hexagon",
-    "--geometry-dimensions",
-    "6",
-    "--temporal-scope",
-    "eternal",
-    "--tag",
-    "foundation",
-    "--dataset-id",
-    "d",
-    "--dataset-url",
-    "https://example.org/d",
-    "--training-repo",
-    "https://example.org/t",
-    "--training-command",
-    "train",
-    "--license",
-    "MIT",
-    "--run-id",
-    "run-1",
-    "--repo",
-    "org/soma-test",
-];
+/// Every metadata flag (the fixture's `SEED` and `FULL`) and a repository.
+fn required() -> Vec<&'static str> {
+    [SEED, FULL, &["--repo", "org/soma-test"]].concat()
+}
 
 fn sha256sum(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
@@ -48,7 +22,7 @@ fn generated_entry_validates_and_matches_sha256sum() {
     let model = dir.path().join("soma-test-v1.gguf");
     std::fs::write(&model, (0..300_000u32).flat_map(u32::to_le_bytes).collect::<Vec<u8>>()).unwrap();
     let mut args = vec!["entry", model.to_str().unwrap(), "--id", "soma-test-v1"];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert!(output.status.success(), "{}", text(&output));
     let entry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -56,7 +30,7 @@ fn generated_entry_validates_and_matches_sha256sum() {
     assert_eq!(entry["artifact"]["sizeBytes"], 1_200_000);
     assert_eq!(entry["artifact"]["filename"], "soma-test-v1.gguf");
     assert_eq!(entry["artifact"]["format"], "gguf");
-    assert_eq!(entry["frequencyHz"], 432);
+    assert_eq!(entry["frequencyHz"], 852);
 
     let index = write(dir.path(), "index.json", &serde_json::json!({ "models": [entry] }).to_string());
     let check = models_fetch(&["validate", "--deny-stubs", index.to_str().unwrap()]);
@@ -117,7 +91,7 @@ fn write_replaces_the_entry_in_place_and_keeps_the_rest() {
         index.to_str().unwrap(),
         "--write",
     ];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert!(output.status.success(), "{}", text(&output));
     let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
@@ -183,7 +157,7 @@ fn parallel_writes_lose_no_entry() {
                         index.to_str().unwrap(),
                         "--write",
                     ];
-                    args.extend_from_slice(REQUIRED);
+                    args.extend(required());
                     let output = models_fetch(&args);
                     assert!(output.status.success(), "{id}: {}", text(&output));
                 }
@@ -237,7 +211,7 @@ fn a_folder_is_listed_file_by_file_with_its_primary_file() {
     let dir = temp_dir();
     let folder = model_folder(dir.path());
     let mut args = vec!["entry", folder.to_str().unwrap(), "--id", "soma-set-v1", "--commit", COMMIT];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert!(output.status.success(), "{}", text(&output));
     let entry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -303,7 +277,7 @@ fn a_hub_cache_snapshot_is_read_through_its_links_and_path_picks_the_primary() {
         "--filename",
         "q8.gguf",
     ];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert!(output.status.success(), "{}", text(&output));
     let entry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -317,7 +291,7 @@ fn a_hub_cache_snapshot_is_read_through_its_links_and_path_picks_the_primary() {
 
     // Without --path the rule picks the GGUF in the top folder.
     let mut args = vec!["entry", snapshot.to_str().unwrap(), "--id", "soma-gguf-v1", "--commit", COMMIT];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert!(output.status.success(), "{}", text(&output));
     let entry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -329,7 +303,7 @@ fn a_folder_needs_a_commit_and_an_existing_path() {
     let dir = temp_dir();
     let folder = model_folder(dir.path());
     let mut args = vec!["entry", folder.to_str().unwrap(), "--id", "soma-set-v1"];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert_eq!(output.status.code(), Some(65), "{}", text(&output));
     assert!(text(&output).contains("is a folder: pass --commit SHA"), "{}", text(&output));
@@ -344,7 +318,7 @@ fn a_folder_needs_a_commit_and_an_existing_path() {
         "--path",
         "nope.bin",
     ];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert_eq!(output.status.code(), Some(65), "{}", text(&output));
     assert!(text(&output).contains("--path \"nope.bin\" is not a file under"), "{}", text(&output));
@@ -352,7 +326,7 @@ fn a_folder_needs_a_commit_and_an_existing_path() {
     // A link to nowhere is an error, not a silently shorter list.
     std::os::unix::fs::symlink("missing", folder.join("dangling.bin")).unwrap();
     let mut args = vec!["entry", folder.to_str().unwrap(), "--id", "soma-set-v1", "--commit", COMMIT];
-    args.extend_from_slice(REQUIRED);
+    args.extend(required());
     let output = models_fetch(&args);
     assert_eq!(output.status.code(), Some(66), "{}", text(&output));
     assert!(text(&output).contains("dangling.bin"), "{}", text(&output));

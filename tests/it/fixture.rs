@@ -28,7 +28,7 @@ pub use command::{
     Pipes, RUN_LIMIT, Run, models_fetch, models_fetch_command, run_with_limit, scrub_env, signal, terminate,
     text, wrapped,
 };
-pub use index::{AJNA, ANAHATA, MANIPURA, Model};
+pub use index::{AJNA, ANAHATA, FULL, MANIPURA, Model, SEED};
 pub use layout::{canonical, walk};
 pub use plan::Planned;
 pub use repo::{Repo, Storage};

@@ -10,44 +10,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fixture::{Repo, TOKEN, data, models_fetch, models_fetch_command, temp_dir, text, write};
+use crate::fixture::{
+    FULL, Repo, SEED, TOKEN, data, models_fetch, models_fetch_command, temp_dir, text, write,
+};
 use crate::origin::{Commit, Fault, Host, Origin, Route, Rule};
 
 const REPO: &str = "test-org/tiny-set";
-
-/// The seed's fields no placeholder can stand for.
-const SEED: &[&str] = &[
-    "--chakra",
-    "ajna",
-    "--frequency-hz",
-    "852",
-    "--geometry-dimensions",
-    "3",
-    "--temporal-scope",
-    "daily",
-    "--tag",
-    "insight",
-];
-
-/// The rest, so that the entry is no stub.
-const FULL: &[&str] = &[
-    "--version",
-    "1.0.0",
-    "--geometry-pattern",
-    "triangle",
-    "--dataset-id",
-    "d",
-    "--dataset-url",
-    "https://example.org/d",
-    "--training-repo",
-    "https://example.org/t",
-    "--training-command",
-    "train",
-    "--license",
-    "Apache-2.0",
-    "--run-id",
-    "run-1",
-];
 
 /// A sharded model as the Hub holds it: small files in git, weights in LFS.
 fn model(seed: u64) -> Repo {

@@ -23,14 +23,13 @@ Prints a JSON report {"ok": bool, "commit": ..., "files": [...], "checks": [{"ch
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import traceback
 import warnings
 
-import offline_env  # noqa: F401,E402  (before huggingface_hub and transformers)
+from offline_env import sha256_of  # noqa: E402  (before huggingface_hub and transformers)
 
 
 class Report:
@@ -57,14 +56,6 @@ class Report:
     @property
     def ok(self):
         return all(c["ok"] for c in self.checks)
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def files_under(folder):
