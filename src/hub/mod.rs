@@ -189,11 +189,7 @@ impl Hub {
         sha1.update(format!("blob {size}\0").as_bytes());
         let mut read = 0u64;
         loop {
-            let chunk = tokio::time::timeout(self.stall_timeout, response.chunk())
-                .await
-                .map_err(|_| HubError::Transient(format!("{here}: stalled")))?
-                .map_err(|e| HubError::Transient(format!("{here}: {}", describe(&e))))?;
-            let Some(chunk) = chunk else { break };
+            let Some(chunk) = self.next_chunk(&mut response, &here).await? else { break };
             read += chunk.len() as u64;
             if read > size {
                 return Err(HubError::Permanent(format!(
@@ -215,6 +211,18 @@ impl Hub {
         })
     }
 
+    /// The next piece of a body; no byte for `stall_timeout` is a transient error.
+    async fn next_chunk(
+        &self,
+        response: &mut Response,
+        here: &str,
+    ) -> Result<Option<bytes::Bytes>, HubError> {
+        tokio::time::timeout(self.stall_timeout, response.chunk())
+            .await
+            .map_err(|_| HubError::Transient(format!("{here}: stalled")))?
+            .map_err(|e| HubError::Transient(format!("{here}: {}", describe(&e))))
+    }
+
     /// `GET` of a JSON answer: where it was answered from, its headers and the JSON.
     async fn get_json(&self, url: &str) -> Result<(Url, HeaderMap, serde_json::Value), HubError> {
         let (at, mut response) = self.get(url).await?;
@@ -228,11 +236,7 @@ impl Hub {
         let headers = response.headers().clone();
         let mut body = Vec::new();
         loop {
-            let chunk = tokio::time::timeout(self.stall_timeout, response.chunk())
-                .await
-                .map_err(|_| HubError::Transient(format!("{here}: stalled")))?
-                .map_err(|e| HubError::Transient(format!("{here}: {}", describe(&e))))?;
-            let Some(chunk) = chunk else { break };
+            let Some(chunk) = self.next_chunk(&mut response, &here).await? else { break };
             if body.len() + chunk.len() > MAX_JSON {
                 return Err(HubError::Permanent(format!(
                     "{here}: the answer is larger than {} MiB",
