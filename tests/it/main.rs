@@ -19,6 +19,7 @@ mod modules;
 mod nix;
 mod origin;
 mod secrets;
+mod sets;
 mod sync;
 mod util;
 mod validate;
