@@ -15,6 +15,7 @@ mod hostile;
 mod hubfixture;
 mod journal;
 mod matrix;
+mod models;
 mod modules;
 mod nix;
 mod origin;
