@@ -117,6 +117,10 @@ pub struct Config {
     /// How many models are fetched at the same time.
     #[serde(default = "default_max_parallel_models")]
     pub max_parallel_models: usize,
+    /// Files of one model downloaded at the same time (smallest first); the model holds one
+    /// of the `max_parallel_models` slots while any of them is transferring.
+    #[serde(default = "default_max_parallel_files")]
+    pub max_parallel_files: usize,
     /// Connections used for one large file (parallel ranged requests, 32 MiB chunks); 1 streams
     /// every file over one connection.
     #[serde(default = "default_connections_per_file")]
@@ -188,6 +192,10 @@ fn default_max_parallel_models() -> usize {
     2
 }
 
+fn default_max_parallel_files() -> usize {
+    4
+}
+
 fn default_cache_dir() -> PathBuf {
     PathBuf::from("/var/lib/models/hf-cache")
 }
@@ -253,6 +261,7 @@ impl Config {
         }
         for (key, value) in [
             ("max_parallel_models", config.max_parallel_models),
+            ("max_parallel_files", config.max_parallel_files),
             ("connections_per_file", config.connections_per_file),
             ("max_connections_per_host", config.max_connections_per_host),
         ] {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// A temp name beside `path`, unique to this call: `.{name}.{pid}.{n}.tmp` (two tasks may
 /// replace the same name at once, e.g. the `refs/main` of two files of one repository).
-fn temp_beside(path: &Path) -> PathBuf {
+pub fn temp_beside(path: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -338,6 +338,37 @@ pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
         return Err(e);
     }
     sync_dir(parent(link))
+}
+
+/// Swaps the names `a` and `b` in one step (`renameat2` with `RENAME_EXCHANGE`; both must
+/// exist), then fsyncs their folder. `EINVAL` or `ENOSYS` where the file system or the kernel
+/// cannot.
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths; renameat2 reads them only.
+    let rc = unsafe {
+        libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    sync_dir(parent(b))
+}
+
+/// Removes whatever is at `path`: a folder with everything in it (links inside are removed,
+/// never followed), or a file or a link.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The path from the directory holding `link` to `target`, when both are absolute or both

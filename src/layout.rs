@@ -7,10 +7,12 @@
 //! Partial downloads sit beside the blobs as `{sha256}.models-fetch.incomplete`, a parallel
 //! download's byte ranges beside those as `{partial}.chunks`.
 //!
-//! `store_dir` holds the stable paths consumers use, `{id}/{filename}` (a symlink to the blob)
-//! and `by-chakra/{chakra}/{id}` (a symlink to the model's directory), plus `.models-fetch/`:
-//! the lock, the stamps, the daemon's `state.json`, and the blobs of files that do not come
-//! from a Hub repository.
+//! `store_dir` holds the stable paths consumers use: `{id}`, a symlink to the model's tree
+//! `.models-fetch/trees/{id}/{key}/` (`key` a digest of the file set and where its blobs are),
+//! a folder holding every file under its name as a relative symlink to its blob, so
+//! `{id}/{filename}` and `{id}/1_Pooling/config.json` resolve; and `by-chakra/{chakra}/{id}`
+//! (a symlink to `{id}`). Also in `.models-fetch/`: the lock, the stamps, the daemon's
+//! `state.json`, and the blobs of files that do not come from a Hub repository.
 //!
 //! Pure: nothing here touches the disk.
 
@@ -19,12 +21,14 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::fsx;
 use crate::index::{HubFile, Source};
-use crate::item::Item;
+use crate::item::{Item, ItemFile};
 
 /// The name of the state folder inside `store_dir`.
 const STATE_DIR: &str = ".models-fetch";
 /// The folder of chakra links inside `store_dir`; no model id may take this name.
 const BY_CHAKRA: &str = "by-chakra";
+/// The folder of the model trees inside the state folder.
+const TREES: &str = "trees";
 /// What a partial download adds to its blob's name.
 const PARTIAL_SUFFIX: &str = ".models-fetch.incomplete";
 /// What a byte-range sidecar adds to its partial file's name.
@@ -85,7 +89,7 @@ impl Layout {
         names
     }
 
-    /// The folder a model's blob lives under, every level of which models-fetch creates: the
+    /// The folder a model's blobs live under, every level of which models-fetch creates: the
     /// Hub cache, or the state folder.
     pub fn blob_root(&self, item: &Item) -> PathBuf {
         match item.source {
@@ -94,7 +98,7 @@ impl Layout {
         }
     }
 
-    /// The folder of `item`'s blob and partial file.
+    /// The folder of `item`'s blobs and partial files.
     pub fn blob_dir(&self, item: &Item) -> PathBuf {
         match &item.source {
             Source::Hub(hub) => self.hub_repo(hub).join("blobs"),
@@ -103,20 +107,34 @@ impl Layout {
         }
     }
 
-    /// The file in the download cache, named by its sha256 (the Hub cache's blob for Hub files).
-    pub fn blob(&self, item: &Item) -> PathBuf {
-        self.blob_dir(item).join(item.sha256.as_str())
+    /// A file in the download cache, named by its sha256 (the Hub cache's blob for Hub files).
+    pub fn blob(&self, item: &Item, file: &ItemFile) -> PathBuf {
+        self.blob_dir(item).join(file.sha256.as_str())
     }
 
-    /// The partial download of `item`: beside its blob, named by the expected sha256 so that a
+    /// Every place a blob of `sha256` may already be, verified by another model: the blobs of
+    /// every repository in the cache (`repos`, the `models--*` folders found there) and the
+    /// state folder's.
+    pub fn blob_elsewhere(&self, repos: &[PathBuf], sha256: &str) -> Vec<PathBuf> {
+        let mut places: Vec<PathBuf> = repos.iter().map(|r| r.join("blobs").join(sha256)).collect();
+        places.push(self.state_dir().join("blobs").join(sha256));
+        places
+    }
+
+    /// Whether `name`, a folder in the cache, is a Hub repository's (`models--*`).
+    pub fn is_hub_repo_name(name: &str) -> bool {
+        name.starts_with("models--")
+    }
+
+    /// The partial download of `file`: beside its blob, named by the expected sha256 so that a
     /// changed index entry never resumes old bytes.
-    pub fn partial(&self, item: &Item) -> PathBuf {
-        self.blob_dir(item).join(format!("{}{PARTIAL_SUFFIX}", item.sha256))
+    pub fn partial(&self, item: &Item, file: &ItemFile) -> PathBuf {
+        self.blob_dir(item).join(format!("{}{PARTIAL_SUFFIX}", file.sha256))
     }
 
-    /// The byte-range sidecar of `item`'s partial file.
-    pub fn sidecar(&self, item: &Item) -> PathBuf {
-        Self::sidecar_of(&self.partial(item))
+    /// The byte-range sidecar of `file`'s partial file.
+    pub fn sidecar(&self, item: &Item, file: &ItemFile) -> PathBuf {
+        Self::sidecar_of(&self.partial(item, file))
     }
 
     /// The byte-range sidecar of the partial file at `partial`.
@@ -132,9 +150,9 @@ impl Layout {
         (rest.is_empty() || rest == SIDECAR_SUFFIX).then_some(sha256)
     }
 
-    /// The record that `item`'s blob was verified.
-    pub fn stamp(&self, item: &Item) -> PathBuf {
-        self.state_dir().join("stamps").join(format!("{}.json", item.sha256))
+    /// The record that the blob of `sha256` was verified.
+    pub fn stamp(&self, sha256: &str) -> PathBuf {
+        self.stamps_dir().join(format!("{sha256}.json"))
     }
 
     /// The folder of the stamps.
@@ -147,31 +165,80 @@ impl Layout {
         self.cache_dir.join(format!("models--{}", hub.repo.replace('/', "--")))
     }
 
-    /// The snapshot link of a Hub file at `commit`: `snapshots/{commit}/{path}`.
-    pub fn snapshot(&self, hub: &HubFile, commit: &str) -> PathBuf {
-        self.hub_repo(hub).join("snapshots").join(commit).join(&hub.path)
+    /// The snapshot folder of a Hub repository at `commit`: `snapshots/{commit}`.
+    pub fn snapshot_dir(&self, hub: &HubFile, commit: &str) -> PathBuf {
+        self.hub_repo(hub).join("snapshots").join(commit)
     }
 
-    /// What the snapshot link of a Hub file points at: `../../blobs/{sha256}`, one more `../`
-    /// per folder in its path.
-    pub fn snapshot_target(hub: &HubFile, item: &Item) -> PathBuf {
-        let depth = hub.path.matches('/').count();
-        PathBuf::from(format!("{}blobs/{}", "../".repeat(2 + depth), item.sha256))
+    /// The snapshot link of a file at `commit`: `snapshots/{commit}/{path}`.
+    pub fn snapshot(&self, hub: &HubFile, commit: &str, file: &ItemFile) -> PathBuf {
+        self.snapshot_dir(hub, commit).join(&file.path)
     }
 
-    /// The ref of a Hub file's revision, `refs/{revision}`, holding the commit it resolved to.
-    pub fn reference(&self, hub: &HubFile) -> PathBuf {
-        self.hub_repo(hub).join("refs").join(&hub.revision)
+    /// What the snapshot link of a file points at: `../../blobs/{sha256}`, one more `../` per
+    /// folder in its path.
+    pub fn snapshot_target(file: &ItemFile) -> PathBuf {
+        let depth = file.path.matches('/').count();
+        PathBuf::from(format!("{}blobs/{}", "../".repeat(2 + depth), file.sha256))
     }
 
-    /// The stable path consumers read: `{store_dir}/{id}/{filename}`.
+    /// The ref of the model's revision, `refs/{revision}` (`refs/main` for a model pinned by
+    /// its commit only), holding the commit.
+    pub fn reference(&self, item: &Item) -> Option<PathBuf> {
+        let (hub, name) = (item.hub()?, item.ref_name()?);
+        Some(self.hub_repo(hub).join("refs").join(name))
+    }
+
+    /// The model's folder as consumers name it, `{store_dir}/{id}`: a symlink to its tree.
+    pub fn model_link(&self, item: &Item) -> PathBuf {
+        self.store_dir.join(item.id.as_str())
+    }
+
+    /// The trees of one model, `{store_dir}/.models-fetch/trees/{id}`.
+    pub fn trees(&self, item: &Item) -> PathBuf {
+        self.state_dir().join(TREES).join(item.id.as_str())
+    }
+
+    /// The key of the model's tree: a digest of its file set and of where its blobs are, so
+    /// that a tree, once built, never changes.
+    pub fn tree_key(&self, item: &Item) -> String {
+        let mut text = item.set_digest().as_str().to_owned();
+        text.push('\0');
+        text.push_str(&self.blob_dir(item).to_string_lossy());
+        let digest = crate::digest::hash_reader(text.as_bytes()).expect("hashing memory cannot fail").0;
+        digest.as_str()[..32].to_owned()
+    }
+
+    /// The model's folder: `{store_dir}/.models-fetch/trees/{id}/{key}`, every file under its
+    /// name as a relative symlink to its blob.
+    pub fn tree(&self, item: &Item) -> PathBuf {
+        self.trees(item).join(self.tree_key(item))
+    }
+
+    /// What the model's link points at: its tree, relative to `store_dir`.
+    pub fn model_link_target(&self, item: &Item) -> PathBuf {
+        Path::new(STATE_DIR).join(TREES).join(item.id.as_str()).join(self.tree_key(item))
+    }
+
+    /// `file`'s link in the tree at `tree`.
+    pub fn tree_file(tree: &Path, file: &ItemFile) -> PathBuf {
+        tree.join(&file.name)
+    }
+
+    /// What `file`'s link in the model's tree points at: its blob, relative to the link's
+    /// folder.
+    pub fn tree_target(&self, item: &Item, file: &ItemFile) -> PathBuf {
+        fsx::relative_target(&self.blob(item, file), &Self::tree_file(&self.tree(item), file))
+    }
+
+    /// The stable path consumers read for `file`: `{store_dir}/{id}/{name}`.
+    pub fn store_file(&self, item: &Item, file: &ItemFile) -> PathBuf {
+        self.model_link(item).join(&file.name)
+    }
+
+    /// The stable path of the primary file: `{store_dir}/{id}/{filename}`.
     pub fn store_path(&self, item: &Item) -> PathBuf {
-        self.store_dir.join(item.id.as_str()).join(&item.filename)
-    }
-
-    /// What the stable path points at: the blob, relative to the link's folder.
-    pub fn store_target(&self, item: &Item) -> PathBuf {
-        fsx::relative_target(&self.blob(item), &self.store_path(item))
+        self.store_file(item, item.primary())
     }
 
     /// The chakra link, `{store_dir}/by-chakra/{chakra}/{id}`.
@@ -195,16 +262,29 @@ mod tests {
         Layout { cache_dir: "/var/cache/hf".into(), store_dir: "/srv/models".into() }
     }
 
+    fn file(path: &str, name: &str, sha: &str) -> ItemFile {
+        ItemFile {
+            path: path.into(),
+            name: name.into(),
+            sha256: Sha256Hex::try_from(sha.to_owned()).unwrap(),
+            size_bytes: 1,
+            git_oid: None,
+        }
+    }
+
     fn item(source: Source, filename: &str) -> Item {
-        let sha = "ab".repeat(32);
+        let path = match &source {
+            Source::Hub(hub) => hub.path.clone(),
+            Source::Url(_) => filename.to_owned(),
+        };
         Item {
             id: serde_json::from_str::<ModelId>("\"m-1\"").unwrap(),
             version: "1".into(),
             chakra: "ajna".into(),
             source,
-            sha256: Sha256Hex::try_from(sha).unwrap(),
-            size_bytes: 1,
-            filename: filename.into(),
+            commit: None,
+            files: vec![file(&path, filename, &"ab".repeat(32))],
+            primary: 0,
         }
     }
 
@@ -221,43 +301,101 @@ mod tests {
     fn hub_files_follow_the_hub_cache() {
         let (layout, sha) = (layout(), "ab".repeat(32));
         let item = item(Source::Hub(hub("sub/model.bin")), "model.bin");
+        let f = item.primary();
         let repo = Path::new("/var/cache/hf/models--org--name");
-        assert_eq!(layout.blob(&item), repo.join("blobs").join(&sha));
-        assert_eq!(layout.partial(&item), repo.join("blobs").join(format!("{sha}.models-fetch.incomplete")));
+        assert_eq!(layout.blob(&item, f), repo.join("blobs").join(&sha));
         assert_eq!(
-            layout.sidecar(&item),
+            layout.partial(&item, f),
+            repo.join("blobs").join(format!("{sha}.models-fetch.incomplete"))
+        );
+        assert_eq!(
+            layout.sidecar(&item, f),
             repo.join("blobs").join(format!("{sha}.models-fetch.incomplete.chunks"))
         );
-        let Source::Hub(hub) = &item.source else { unreachable!() };
-        assert_eq!(layout.snapshot(hub, "c0"), repo.join("snapshots/c0/sub/model.bin"));
-        assert_eq!(layout.reference(hub), repo.join("refs/main"));
-        assert_eq!(Layout::snapshot_target(hub, &item), Path::new(&format!("../../../blobs/{sha}")));
+        let hub = item.hub().unwrap();
+        assert_eq!(layout.snapshot(hub, "c0", f), repo.join("snapshots/c0/sub/model.bin"));
+        assert_eq!(layout.reference(&item), Some(repo.join("refs/main")));
+        assert_eq!(Layout::snapshot_target(f), Path::new(&format!("../../../blobs/{sha}")));
         assert_eq!(layout.store_path(&item), Path::new("/srv/models/m-1/model.bin"));
+        let key = layout.tree_key(&item);
+        assert_eq!(layout.model_link(&item), Path::new("/srv/models/m-1"));
+        assert_eq!(layout.model_link_target(&item), Path::new(&format!(".models-fetch/trees/m-1/{key}")));
+        assert_eq!(layout.tree(&item), Path::new(&format!("/srv/models/.models-fetch/trees/m-1/{key}")));
         assert_eq!(
-            layout.store_target(&item),
-            Path::new(&format!("../../../var/cache/hf/models--org--name/blobs/{sha}"))
+            layout.tree_target(&item, f),
+            Path::new(&format!("../../../../../../var/cache/hf/models--org--name/blobs/{sha}"))
         );
         assert_eq!(layout.chakra_link(&item), Path::new("/srv/models/by-chakra/ajna/m-1"));
-        assert_eq!(layout.stamp(&item), Path::new(&format!("/srv/models/.models-fetch/stamps/{sha}.json")));
+        assert_eq!(layout.stamp(&sha), Path::new(&format!("/srv/models/.models-fetch/stamps/{sha}.json")));
+    }
+
+    #[test]
+    fn a_set_has_one_tree_per_file_set_with_nested_names() {
+        let layout = layout();
+        let mut set = item(Source::Hub(hub("model.safetensors")), "model.safetensors");
+        set.commit = Some("c".repeat(40));
+        set.files.push(file("1_Pooling/config.json", "1_Pooling/config.json", &"cd".repeat(32)));
+        let nested = &set.files[1];
+        let hub = set.hub().unwrap();
+        let commit = "c".repeat(40);
+        assert_eq!(
+            layout.snapshot(hub, &commit, nested),
+            Path::new(&format!("/var/cache/hf/models--org--name/snapshots/{commit}/1_Pooling/config.json"))
+        );
+        assert_eq!(
+            Layout::snapshot_target(nested),
+            Path::new(&format!("../../../blobs/{}", "cd".repeat(32)))
+        );
+        assert_eq!(layout.store_file(&set, nested), Path::new("/srv/models/m-1/1_Pooling/config.json"));
+        assert!(layout.tree_target(&set, nested).starts_with("../../../../../../../var/cache/hf"));
+        // Another file set, or the same one from another repository, is another tree.
+        let mut other = set.clone();
+        other.files[1].sha256 = Sha256Hex::try_from("ef".repeat(32)).unwrap();
+        assert_ne!(layout.tree_key(&set), layout.tree_key(&other));
+        let mut moved = set.clone();
+        if let Source::Hub(hub) = &mut moved.source {
+            hub.repo = "org/other".into();
+        }
+        assert_ne!(layout.tree_key(&set), layout.tree_key(&moved));
+        // The order the index lists the files in does not matter.
+        let mut reordered = set.clone();
+        reordered.files.reverse();
+        assert_eq!(layout.tree_key(&set), layout.tree_key(&reordered));
+    }
+
+    #[test]
+    fn a_model_pinned_by_its_commit_gets_refs_main() {
+        let commit = "c".repeat(40);
+        let mut pinned = item(Source::Hub(HubFile { revision: commit.clone(), ..hub("m.bin") }), "m.bin");
+        pinned.commit = Some(commit.clone());
+        assert_eq!(pinned.ref_name(), Some("main"));
+        assert_eq!(pinned.hub_file(pinned.primary()).unwrap().revision, commit);
+        let branch = item(Source::Hub(HubFile { revision: "v2".into(), ..hub("m.bin") }), "m.bin");
+        assert_eq!(branch.ref_name(), Some("v2"));
     }
 
     #[test]
     fn other_files_stay_out_of_the_hub_cache() {
         let (layout, sha) = (layout(), "ab".repeat(32));
         let item = item(Source::Url("https://example.org/m.bin".into()), "m.bin");
-        assert_eq!(layout.blob(&item), Path::new("/srv/models/.models-fetch/blobs").join(&sha));
+        assert_eq!(
+            layout.blob(&item, item.primary()),
+            Path::new("/srv/models/.models-fetch/blobs").join(&sha)
+        );
         assert_eq!(layout.blob_root(&item), Path::new("/srv/models/.models-fetch"));
+        assert_eq!(layout.reference(&item), None);
     }
 
     #[test]
     fn partial_names_read_back_to_their_sha256() {
         let layout = layout();
         let item = item(Source::Url("https://example.org/m.bin".into()), "m.bin");
-        for path in [layout.partial(&item), layout.sidecar(&item)] {
+        let f = item.primary();
+        for path in [layout.partial(&item, f), layout.sidecar(&item, f)] {
             let name = path.file_name().unwrap().to_str().unwrap();
-            assert_eq!(Layout::partial_sha256(name), Some(item.sha256.as_str()));
+            assert_eq!(Layout::partial_sha256(name), Some(f.sha256.as_str()));
         }
-        assert_eq!(Layout::partial_sha256(item.sha256.as_str()), None);
+        assert_eq!(Layout::partial_sha256(f.sha256.as_str()), None);
         assert_eq!(Layout::partial_sha256("x.models-fetch.incomplete.tmp"), None);
     }
 

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::config::Config;
 use crate::index::{Entry, Index, Source, SourceError, StubField, schema};
-use crate::item::Item;
+use crate::item::{Item, ItemFile, is_commit};
 use crate::layout::Layout;
 
 /// Every model to deploy, in the order the config names them.
@@ -18,7 +18,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn total_bytes(&self) -> u64 {
-        self.items.iter().map(|i| i.size_bytes).sum()
+        self.items.iter().map(Item::size_bytes).sum()
     }
 }
 
@@ -154,13 +154,43 @@ pub fn plan(config: &Config, index: &Index) -> Result<Plan, PlanErrors> {
 }
 
 fn item(config: &Config, entry: &Entry) -> Result<Item, SourceError> {
+    let source = Source::of(entry, &config.endpoint)?;
+    let artifact = &entry.artifact;
+    let revision = match &source {
+        Source::Hub(hub) => Some(hub.revision.as_str()),
+        Source::Url(_) => None,
+    };
+    // Pinned by `commit`, or by a 40-hex revision (the index checks make sure both agree).
+    let commit = entry.commit().or(revision.filter(|r| is_commit(r))).map(str::to_ascii_lowercase);
+    let primary_path = match &source {
+        Source::Hub(hub) => hub.path.clone(),
+        Source::Url(_) => artifact.primary_path().to_owned(),
+    };
+    let set = entry.is_file_set();
+    let files: Vec<ItemFile> = entry
+        .files()
+        .iter()
+        .map(|f| ItemFile {
+            // A single-file entry keeps its store name, `filename`, and its source's path.
+            path: if set { f.path.clone() } else { primary_path.clone() },
+            name: if set { f.path.clone() } else { artifact.filename.clone() },
+            sha256: f.sha256.clone(),
+            size_bytes: f.size_bytes,
+            git_oid: f.git_oid.as_deref().map(str::to_ascii_lowercase),
+        })
+        .collect();
+    let primary = files
+        .iter()
+        .position(|f| f.path == primary_path || f.path == artifact.filename)
+        .or_else(|| files.iter().position(|f| f.sha256 == artifact.sha256))
+        .unwrap_or(0);
     Ok(Item {
         id: entry.id.clone(),
         version: entry.version.clone(),
         chakra: entry.chakra.clone(),
-        source: Source::of(entry, &config.endpoint)?,
-        sha256: entry.artifact.sha256.clone(),
-        size_bytes: entry.artifact.size_bytes,
-        filename: entry.artifact.filename.clone(),
+        source,
+        commit,
+        files,
+        primary,
     })
 }

@@ -37,7 +37,7 @@ impl Bars {
 
 impl Reporter for Bars {
     fn started(&self, item: &Item) {
-        let bar = self.multi.add(ProgressBar::new(item.size_bytes));
+        let bar = self.multi.add(ProgressBar::new(item.size_bytes()));
         bar.set_style(
             ProgressStyle::with_template(
                 "{prefix:28!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} eta {eta}",
@@ -78,7 +78,11 @@ impl Reporter for Lines {
     fn started(&self, item: &Item) {
         let now = Instant::now();
         self.last.lock().expect("lines lock").insert(item.id.to_string(), (now, now, 0));
-        eprintln!("{}: fetching {}", item.id, size(item.size_bytes));
+        if item.files.len() > 1 {
+            eprintln!("{}: fetching {} ({} files)", item.id, size(item.size_bytes()), item.files.len());
+        } else {
+            eprintln!("{}: fetching {}", item.id, size(item.size_bytes()));
+        }
     }
 
     fn progress(&self, item: &Item, position: u64) {
@@ -90,11 +94,11 @@ impl Reporter for Lines {
         *printed = Instant::now();
         let elapsed = started.elapsed().as_secs_f64().max(1e-3);
         let rate = (position.saturating_sub(*from) as f64 / elapsed) as u64;
-        let eta = item.size_bytes.saturating_sub(position).checked_div(rate).map_or_else(
+        let eta = item.size_bytes().saturating_sub(position).checked_div(rate).map_or_else(
             || "unknown".to_owned(),
             |s| humantime::format_duration(Duration::from_secs(s)).to_string(),
         );
-        eprintln!("{}: {}/{} {}/s eta {eta}", item.id, size(position), size(item.size_bytes), size(rate));
+        eprintln!("{}: {}/{} {}/s eta {eta}", item.id, size(position), size(item.size_bytes()), size(rate));
     }
 
     fn finished(&self, item: &Item, outcome: &Outcome) {
@@ -138,11 +142,15 @@ pub fn summary(layout: &Layout, items: &[Item], outcomes: &[Outcome]) -> String 
             }
             Outcome::Failed { reason, .. } => ("FAILED", reason.clone()),
         };
-        let _ =
-            writeln!(out, "{:width$}  {state:9}  {:>10}  {detail}", item.id.as_str(), size(item.size_bytes));
+        let _ = writeln!(
+            out,
+            "{:width$}  {state:9}  {:>10}  {detail}",
+            item.id.as_str(),
+            size(item.size_bytes())
+        );
     }
     let ready = outcomes.iter().filter(|o| o.is_published()).count();
-    let total: u64 = items.iter().map(|i| i.size_bytes).sum();
+    let total: u64 = items.iter().map(Item::size_bytes).sum();
     let _ = write!(out, "{ready}/{} models ready ({})", items.len(), size(total));
     out
 }

@@ -8,6 +8,9 @@ use crate::digest::Sha256Hex;
 pub struct Expected {
     pub sha256: Sha256Hex,
     pub size: u64,
+    /// The git blob sha1 of a small file kept in git (`gitOid`), which the Hub answers as its
+    /// `ETag`: compared before anything is downloaded.
+    pub git_oid: Option<String>,
 }
 
 /// What a finished transfer produced.
@@ -44,7 +47,7 @@ mod tests {
 
     fn expected_of(data: &[u8]) -> Expected {
         let (sha256, size) = hash_reader(data).unwrap();
-        Expected { sha256, size }
+        Expected { sha256, size, git_oid: None }
     }
 
     #[test]

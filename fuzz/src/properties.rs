@@ -213,24 +213,35 @@ fn plan_inside(index: &Index, config: &Config) {
     for item in &plan.items {
         let id = item.id.as_str();
         assert_ne!(id, "by-chakra", "a reserved id was planned");
-        let blob = layout.blob(item);
-        for (path, what) in [(layout.partial(item), "partial file"), (layout.sidecar(item), "sidecar")] {
-            assert_eq!(path.parent(), blob.parent(), "{what} {path:?} is not beside the blob {blob:?}");
-        }
-        match &item.source {
-            Source::Hub(hub) => {
-                let repo = layout.hub_repo(hub);
-                assert_beneath(&blob, CACHE, "blob path");
-                assert_eq!(blob, repo.join("blobs").join(item.sha256.as_str()), "blob path");
-                let snapshot = layout.snapshot(hub, "0123456789abcdef0123456789abcdef01234567");
-                assert_beneath(&snapshot, &repo.join("snapshots").to_string_lossy(), "snapshot path");
-                assert_beneath(&layout.reference(hub), &repo.join("refs").to_string_lossy(), "ref");
+        for file in &item.files {
+            let blob = layout.blob(item, file);
+            for (path, what) in
+                [(layout.partial(item, file), "partial file"), (layout.sidecar(item, file), "sidecar")]
+            {
+                assert_eq!(path.parent(), blob.parent(), "{what} {path:?} is not beside the blob {blob:?}");
             }
-            Source::Url(url) => {
-                assert_beneath(&blob, &format!("{STORE}/.models-fetch/blobs"), "blob path");
-                let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("planned URL {url:?}: {e}"));
-                assert!(matches!(parsed.scheme(), "http" | "https"), "planned URL {url:?}");
+            match &item.source {
+                Source::Hub(hub) => {
+                    let repo = layout.hub_repo(hub);
+                    assert_beneath(&blob, CACHE, "blob path");
+                    assert_eq!(blob, repo.join("blobs").join(file.sha256.as_str()), "blob path");
+                    let snapshot = layout.snapshot(hub, "0123456789abcdef0123456789abcdef01234567", file);
+                    assert_beneath(&snapshot, &repo.join("snapshots").to_string_lossy(), "snapshot path");
+                    let reference = layout.reference(item).expect("a Hub model has a ref");
+                    assert_beneath(&reference, &repo.join("refs").to_string_lossy(), "ref");
+                }
+                Source::Url(url) => {
+                    assert_beneath(&blob, &format!("{STORE}/.models-fetch/blobs"), "blob path");
+                    let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("planned URL {url:?}: {e}"));
+                    assert!(matches!(parsed.scheme(), "http" | "https"), "planned URL {url:?}");
+                }
             }
+            assert_beneath(&layout.store_file(item, file), &format!("{STORE}/{id}"), "store path");
+            assert_beneath(
+                &Layout::tree_file(&layout.tree(item), file),
+                &format!("{STORE}/.models-fetch/trees/{id}"),
+                "tree path",
+            );
         }
         assert_beneath(&layout.store_path(item), &format!("{STORE}/{id}"), "store path");
     }

@@ -31,39 +31,96 @@ struct JsonItem {
     id: String,
     version: String,
     chakra: String,
-    /// The URL of its own source.
+    /// The URL of its own source (of the primary file).
     source: String,
+    /// The primary file's sha256.
     sha256: String,
+    /// Bytes of every file of the model.
     size_bytes: u64,
-    /// The file in the download cache, named by its sha256.
+    /// The commit the model is pinned to, when the index gives one.
+    commit: Option<String>,
+    /// The primary file in the download cache, named by its sha256.
     blob_path: PathBuf,
-    /// The stable path consumers read.
+    /// The stable path consumers read (the primary file's).
     store_path: PathBuf,
-    /// The partial download, while one is in flight.
+    /// The primary file's partial download, while one is in flight.
     partial_path: PathBuf,
-    /// The byte-range sidecar of a parallel download.
+    /// The byte-range sidecar of a parallel download of the primary file.
     sidecar_path: PathBuf,
-    /// The record that the blob was verified.
+    /// The record that the primary file's blob was verified.
     stamp_path: PathBuf,
     /// The link in `by-chakra/`.
     chakra_link: PathBuf,
+    /// The model's folder consumers read, `{store_dir}/{id}` (a link to its tree).
+    model_path: PathBuf,
+    /// The tree that folder points at when this plan is published.
+    tree_path: PathBuf,
+    /// The Hub ref that names the model's commit, for a Hub model.
+    ref_path: Option<PathBuf>,
+    /// Every file of the model.
+    files: Vec<JsonFile>,
+}
+
+#[derive(Serialize)]
+struct JsonFile {
+    /// Its path in the repository.
+    path: String,
+    /// Its path in the model's folder.
+    name: String,
+    sha256: String,
+    size_bytes: u64,
+    git_oid: Option<String>,
+    blob_path: PathBuf,
+    partial_path: PathBuf,
+    sidecar_path: PathBuf,
+    stamp_path: PathBuf,
+    /// `{store_dir}/{id}/{name}`.
+    store_path: PathBuf,
+    /// Its snapshot link, when the commit is known from the index.
+    snapshot_path: Option<PathBuf>,
 }
 
 impl JsonItem {
     fn of(layout: &Layout, item: &Item) -> Self {
+        let primary = item.primary();
+        let files = item
+            .files
+            .iter()
+            .map(|file| JsonFile {
+                path: file.path.clone(),
+                name: file.name.clone(),
+                sha256: file.sha256.to_string(),
+                size_bytes: file.size_bytes,
+                git_oid: file.git_oid.clone(),
+                blob_path: layout.blob(item, file),
+                partial_path: layout.partial(item, file),
+                sidecar_path: layout.sidecar(item, file),
+                stamp_path: layout.stamp(file.sha256.as_str()),
+                store_path: layout.store_file(item, file),
+                snapshot_path: item
+                    .hub()
+                    .zip(item.commit.as_deref())
+                    .map(|(hub, commit)| layout.snapshot(hub, commit, file)),
+            })
+            .collect();
         Self {
             id: item.id.to_string(),
             version: item.version.clone(),
             chakra: item.chakra.clone(),
             source: item.source.url(),
-            sha256: item.sha256.to_string(),
-            size_bytes: item.size_bytes,
-            blob_path: layout.blob(item),
+            sha256: primary.sha256.to_string(),
+            size_bytes: item.size_bytes(),
+            commit: item.commit.clone(),
+            blob_path: layout.blob(item, primary),
             store_path: layout.store_path(item),
-            partial_path: layout.partial(item),
-            sidecar_path: layout.sidecar(item),
-            stamp_path: layout.stamp(item),
+            partial_path: layout.partial(item, primary),
+            sidecar_path: layout.sidecar(item, primary),
+            stamp_path: layout.stamp(primary.sha256.as_str()),
             chakra_link: layout.chakra_link(item),
+            model_path: layout.model_link(item),
+            tree_path: layout.tree(item),
+            ref_path: layout.reference(item),
+            files,
         }
     }
 }
@@ -87,11 +144,22 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     );
     for item in &plan.items {
         println!("\n{} {} ({})", item.id, item.version, item.chakra);
+        let size = item.size_bytes();
         println!("  source   {}", item.source);
         println!("  url      {}", item.source.url());
-        println!("  sha256   {}", item.sha256);
-        println!("  size     {} ({} bytes)", ByteSize(item.size_bytes).display().iec(), item.size_bytes);
-        println!("  blob     {}", layout.blob(item).display());
+        if let Some(commit) = &item.commit {
+            println!("  commit   {commit}");
+        }
+        println!("  sha256   {}", item.primary().sha256);
+        println!("  size     {} ({size} bytes)", ByteSize(size).display().iec());
+        if item.files.len() > 1 {
+            println!("  folder   {}", layout.model_link(item).display());
+            for file in &item.files {
+                println!("  file     {} ({} bytes, sha256 {})", file.path, file.size_bytes, file.sha256);
+            }
+        } else {
+            println!("  blob     {}", layout.blob(item, item.primary()).display());
+        }
         println!("  publish  {}", layout.store_path(item).display());
     }
     Ok(Status::Success)

@@ -37,6 +37,9 @@ struct Row {
     state: Phase,
     size_bytes: u64,
     bytes: u64,
+    /// Files of the model, and how many are verified and in place.
+    files: usize,
+    files_done: usize,
     sha256: String,
     path: String,
     last_error: Option<String>,
@@ -67,23 +70,22 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
             let state = match known {
                 _ if on_disk => Phase::Ready,
                 // Nothing is fetching it any more: the daemon that was has stopped.
-                Some(m)
-                    if m.state == Phase::Fetching
-                        && daemon_pid.is_none()
-                        && m.sha256 == item.sha256.as_str() =>
-                {
+                Some(m) if m.state == Phase::Fetching && daemon_pid.is_none() && m.is_of(item) => {
                     Phase::Interrupted
                 }
-                Some(m) if m.state != Phase::Ready && m.sha256 == item.sha256.as_str() => m.state,
+                Some(m) if m.state != Phase::Ready && m.is_of(item) => m.state,
                 _ => Phase::Pending,
             };
-            let current = known.filter(|m| m.sha256 == item.sha256.as_str());
+            let current = known.filter(|m| m.is_of(item));
+            let files = item.files.len();
             Row {
                 id: item.id.to_string(),
                 state,
-                size_bytes: item.size_bytes,
-                bytes: if on_disk { item.size_bytes } else { current.map_or(0, |m| m.bytes) },
-                sha256: item.sha256.to_string(),
+                size_bytes: item.size_bytes(),
+                bytes: if on_disk { item.size_bytes() } else { current.map_or(0, |m| m.bytes) },
+                files,
+                files_done: if on_disk { files } else { current.map_or(0, |m| m.files_done.min(files)) },
+                sha256: item.primary().sha256.to_string(),
                 path: layout.store_path(item).display().to_string(),
                 last_error: current.and_then(|m| m.last_error.clone()).filter(|_| state == Phase::Failed),
                 error_kind: current.and_then(|m| m.error_kind.clone()).filter(|_| state == Phase::Failed),
@@ -105,7 +107,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         _ => println!("daemon: not running"),
     }
     let width = report.models.iter().map(|r| r.id.len()).max().unwrap_or(5).max(5);
-    println!("{:width$}  {:11}  {:>21}  path / last error", "model", "state", "bytes");
+    println!("{:width$}  {:11}  {:>7}  {:>21}  path / last error", "model", "state", "files", "bytes");
     for row in &report.models {
         let state = serde_json::to_value(row.state)
             .ok()
@@ -117,7 +119,8 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
             || row.path.clone(),
             |e| format!("{}: {e}", row.error_kind.as_deref().unwrap_or("error")),
         );
-        println!("{:width$}  {state:11}  {bytes:>21}  {detail}", row.id);
+        let files = format!("{}/{}", row.files_done, row.files);
+        println!("{:width$}  {state:11}  {files:>7}  {bytes:>21}  {detail}", row.id);
     }
     Ok(Status::Success)
 }

@@ -62,7 +62,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         if let Some(file) = file {
             for item in &missing {
                 if let Some(m) = file.models.get(item.id.as_str())
-                    && m.sha256 == item.sha256.as_str()
+                    && m.is_of(item)
                     && m.failed_for_good()
                 {
                     return Err(Failure::new(

@@ -102,6 +102,10 @@ impl Reporter for Shared {
         });
     }
 
+    fn files_done(&self, item: &Item, done: usize) {
+        self.update(item.id.as_str(), |m| m.files_done = done);
+    }
+
     fn finished(&self, _item: &Item, _outcome: &Outcome) {}
 }
 
@@ -252,7 +256,7 @@ fn reset_models(shared: &Shared, layout: &Layout, items: &[Item]) {
     for item in items {
         let id = item.id.to_string();
         let path = layout.store_path(item);
-        let kept = old.get(&id).filter(|m| m.sha256 == item.sha256.as_str() && m.path == path);
+        let kept = old.get(&id).filter(|m| m.is_of(item) && m.path == path);
         let model = kept
             .cloned()
             .unwrap_or_else(|| ModelState::new(item, path, publish::state(layout, item) == State::Published));
@@ -317,7 +321,8 @@ async fn model_task(
                 transient_failures = 0;
                 shared.update(&id, |m| {
                     m.state = Phase::Ready;
-                    m.bytes = item.size_bytes;
+                    m.bytes = item.size_bytes();
+                    m.files_done = item.files.len();
                     m.rate = 0;
                     m.last_error = None;
                     m.error_kind = None;
@@ -366,20 +371,23 @@ async fn model_task(
     }
 }
 
-/// Hashes a published file again; a file that changed loses its stamp, so the next pass
-/// fetches it again.
+/// Hashes a published model's files again; a file that changed loses its stamp, so the next
+/// pass fetches it again.
 async fn rehash_one(engine: &Engine, item: &Item) {
     let (layout, item) = (engine.layout().clone(), item.clone());
     let _ = tokio::task::spawn_blocking(move || {
-        let good = crate::fsx::open_regular(&layout.blob(&item))
-            .and_then(crate::digest::hash_reader)
-            .is_ok_and(|(sha256, size)| sha256 == item.sha256 && size == item.size_bytes);
-        if good {
-            tracing::info!(model_id = %item.id, sha256 = %item.sha256, "re-hash: intact");
-        } else {
-            tracing::error!(model_id = %item.id, sha256 = %item.sha256, error_kind = Kind::Integrity.name(),
-                "re-hash: the published file changed on disk; fetching it again");
-            let _ = std::fs::remove_file(layout.stamp(&item));
+        for file in &item.files {
+            let good = crate::fsx::open_regular(&layout.blob(&item, file))
+                .and_then(crate::digest::hash_reader)
+                .is_ok_and(|(sha256, size)| sha256 == file.sha256 && size == file.size_bytes);
+            if good {
+                tracing::info!(model_id = %item.id, sha256 = %file.sha256, "re-hash: intact");
+            } else {
+                tracing::error!(model_id = %item.id, sha256 = %file.sha256, file = %file.path,
+                    error_kind = Kind::Integrity.name(),
+                    "re-hash: the published file changed on disk; fetching it again");
+                let _ = std::fs::remove_file(layout.stamp(file.sha256.as_str()));
+            }
         }
     })
     .await;
@@ -421,7 +429,11 @@ fn publish_state(
 fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, ModelState>) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|((ia, ma), (ib, mb))| {
-            ia == ib && ma.state == mb.state && ma.bytes == mb.bytes && ma.last_error == mb.last_error
+            ia == ib
+                && ma.state == mb.state
+                && ma.bytes == mb.bytes
+                && ma.files_done == mb.files_done
+                && ma.last_error == mb.last_error
         })
 }
 
@@ -429,6 +441,7 @@ fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, Mod
 mod tests {
     use super::*;
     use crate::index::{HubFile, Source};
+    use crate::item::ItemFile;
 
     fn layout_at(cache: &str, store: &str) -> Layout {
         let text = format!("index = \"/i.json\"\ncache_dir = \"{cache}\"\nstore_dir = \"{store}\"\n");
@@ -446,9 +459,15 @@ mod tests {
                 revision: "main".into(),
                 path: "model.bin".into(),
             }),
-            sha256: "ab".repeat(32).parse().expect("sha256"),
-            size_bytes: 10,
-            filename: "model.bin".into(),
+            commit: None,
+            files: vec![ItemFile {
+                path: "model.bin".into(),
+                name: "model.bin".into(),
+                sha256: "ab".repeat(32).parse().expect("sha256"),
+                size_bytes: 10,
+                git_oid: None,
+            }],
+            primary: 0,
         }
     }
 
@@ -466,7 +485,8 @@ mod tests {
     fn changing_any_field_of_the_task_restarts_it() {
         let (base, layout) = (item(), layout_at("/cache", "/store"));
         let key = TaskKey::new(&base, &layout);
-        let Item { id: _, version: _, chakra: _, source: _, sha256: _, size_bytes: _, filename: _ } = &base;
+        let Item { id: _, version: _, chakra: _, source: _, commit: _, files, primary: _ } = &base;
+        let ItemFile { path: _, name: _, sha256: _, size_bytes: _, git_oid: _ } = &files[0];
         let mut changed: Vec<(&str, Item)> = Vec::new();
         let mut change = |field, edit: fn(&mut Item)| {
             let mut item = base.clone();
@@ -482,9 +502,30 @@ mod tests {
                 hub.revision = "v2".into();
             }
         });
-        change("sha256", |i| i.sha256 = "cd".repeat(32).parse().expect("sha256"));
-        change("size_bytes", |i| i.size_bytes = 11);
-        change("filename", |i| i.filename = "other.bin".into());
+        change("commit", |i| i.commit = Some("ab".repeat(20)));
+        change("sha256", |i| i.files[0].sha256 = "cd".repeat(32).parse().expect("sha256"));
+        change("size_bytes", |i| i.files[0].size_bytes = 11);
+        change("name", |i| i.files[0].name = "other.bin".into());
+        change("path", |i| i.files[0].path = "sub/model.bin".into());
+        change("git_oid", |i| i.files[0].git_oid = Some("ef".repeat(20)));
+        change("files", |i| {
+            let mut more = i.files[0].clone();
+            more.path = "config.json".into();
+            more.name = "config.json".into();
+            i.files.push(more);
+        });
+        let two = {
+            let mut two = base.clone();
+            let mut more = two.files[0].clone();
+            more.path = "config.json".into();
+            more.name = "config.json".into();
+            two.files.push(more);
+            two
+        };
+        let two_key = TaskKey::new(&two, &layout);
+        let mut other = two.clone();
+        other.primary = 1;
+        assert!(!two_key.kept(std::slice::from_ref(&other), &layout), "a changed primary kept the task");
         for (field, item) in &changed {
             assert!(!key.kept(std::slice::from_ref(item), &layout), "a changed {field} kept the task");
         }

@@ -34,10 +34,22 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelState {
     pub state: Phase,
+    /// The primary file's sha256.
     pub sha256: String,
+    /// The digest of the model's whole file set (`Item::set_digest`): which version of the
+    /// model this state is about.
+    #[serde(default)]
+    pub digest: String,
+    /// Bytes of every file of the model.
     pub size_bytes: u64,
-    /// Bytes of the file on disk (while fetching: so far).
+    /// Bytes of the model's files on disk (while fetching: so far).
     pub bytes: u64,
+    /// Files of the model.
+    #[serde(default)]
+    pub files: usize,
+    /// Files verified and in place (the model is ready once they all are and it is linked).
+    #[serde(default)]
+    pub files_done: usize,
     /// Receive rate of the current download, bytes per second.
     #[serde(default)]
     pub rate: u64,
@@ -62,9 +74,12 @@ impl ModelState {
         let now = unix_now();
         Self {
             state: if ready { Phase::Ready } else { Phase::Pending },
-            sha256: item.sha256.to_string(),
-            size_bytes: item.size_bytes,
-            bytes: if ready { item.size_bytes } else { 0 },
+            sha256: item.primary().sha256.to_string(),
+            digest: item.set_digest().to_string(),
+            size_bytes: item.size_bytes(),
+            bytes: if ready { item.size_bytes() } else { 0 },
+            files: item.files.len(),
+            files_done: if ready { item.files.len() } else { 0 },
             rate: 0,
             path,
             last_error: None,
@@ -74,6 +89,11 @@ impl ModelState {
             ready_at: ready.then_some(now),
             next_attempt_at: None,
         }
+    }
+
+    /// Whether this state is about `item` as indexed now (the same file set).
+    pub fn is_of(&self, item: &Item) -> bool {
+        self.digest == item.set_digest().as_str()
     }
 
     /// A failure that no retry will mend without a change (everything but transient).
@@ -171,10 +191,12 @@ pub fn metrics(models: &BTreeMap<String, ModelState>) -> String {
     family("model_failed", "1 when the last try to fetch the model failed.", &|m| {
         u8::from(m.state == Phase::Failed).to_string()
     });
-    family("model_bytes", "Bytes of the model's file on disk (so far, while fetching).", &|m| {
+    family("model_bytes", "Bytes of the model's files on disk (so far, while fetching).", &|m| {
         m.bytes.to_string()
     });
-    family("model_size_bytes", "Size of the model's file per the index.", &|m| m.size_bytes.to_string());
+    family("model_size_bytes", "Size of the model's files per the index.", &|m| m.size_bytes.to_string());
+    family("model_files", "Files of the model per the index.", &|m| m.files.to_string());
+    family("model_files_done", "Files of the model verified and in place.", &|m| m.files_done.to_string());
     let _ = writeln!(
         out,
         "# HELP models_fetch_last_update_timestamp_seconds When this file was written.\n# TYPE models_fetch_last_update_timestamp_seconds gauge\nmodels_fetch_last_update_timestamp_seconds {}",
@@ -191,8 +213,11 @@ mod tests {
         ModelState {
             state,
             sha256: "a".repeat(64),
+            digest: "b".repeat(64),
             size_bytes: size,
             bytes,
+            files: 1,
+            files_done: 0,
             rate: 210 << 20,
             path: PathBuf::from("/var/lib/models/x/x.bin"),
             last_error: None,

@@ -9,6 +9,7 @@ pub(crate) mod pace;
 pub mod partial;
 pub mod ranges;
 pub mod retry;
+pub mod slot;
 
 use std::path::Path;
 use std::time::Instant;
@@ -66,6 +67,7 @@ pub async fn fetch(
     partial: &Path,
     expected: &Expected,
     progress: Progress<'_>,
+    slot: &slot::ModelSlot,
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
     let mut budget = retry::Budget::new(*policy, 0);
@@ -81,7 +83,7 @@ pub async fn fetch(
     loop {
         let attempt_started = Instant::now();
         let mut attempt =
-            Attempt { http, partial, expected, progress: &tracked, transferred: 0, resumed: false };
+            Attempt { http, partial, expected, progress: &tracked, slot, transferred: 0, resumed: false };
         let result = attempt.run(origin).await;
         transferred += attempt.transferred;
         let mut error = match result {
@@ -144,6 +146,8 @@ struct Attempt<'a> {
     partial: &'a Path,
     expected: &'a Expected,
     progress: Progress<'a>,
+    /// The model's download slot, held while this attempt transfers.
+    slot: &'a slot::ModelSlot,
     transferred: u64,
     /// Whether bytes from an earlier partial file were kept.
     resumed: bool,
@@ -177,7 +181,7 @@ impl Attempt<'_> {
     }
 
     async fn download(&mut self, url: &str) -> Result<(), FetchError> {
-        let _slot = self.http.download_permit().await;
+        let _slot = self.slot.transfer(self.http).await;
         let mut state = Partial::read(self.partial, self.expected);
         if self.http.connections_per_file > 1 && self.expected.size >= 2 * self.http.chunk_size {
             let transferred = std::sync::atomic::AtomicU64::new(0);
@@ -313,7 +317,7 @@ impl Attempt<'_> {
 
     /// Copies from a `file://` mirror through the same verifying pipeline.
     async fn copy_local(&mut self, source: &Path) -> Result<(), FetchError> {
-        let _slot = self.http.download_permit().await;
+        let _slot = self.slot.transfer(self.http).await;
         // A regular file only: a FIFO or a device at the blob's name fails this origin at once
         // (the next is tried), never blocking the open or reading without end.
         let opened = {
@@ -371,7 +375,9 @@ impl Attempt<'_> {
     }
 }
 
-/// Before downloading: the Hub's etag (the sha256, for LFS files) and size must be the index's.
+/// Before downloading: the Hub's etag and size must be the index's. The etag is the sha256 for
+/// an LFS file (`X-Linked-Etag`), the git blob sha1 for a small file kept in git (`ETag`),
+/// compared with the index's `gitOid` when it gives one.
 fn compare_with_index(
     resolved: &http::Resolved,
     expected: &Expected,
@@ -392,6 +398,13 @@ fn compare_with_index(
         && !etag.eq_ignore_ascii_case(expected.sha256.as_str())
     {
         return Err(changed("sha256 (X-Linked-Etag)", etag, expected.sha256.as_str()));
+    }
+    if let (Some(etag), Some(git_oid)) = (&resolved.etag, &expected.git_oid)
+        && etag.len() == 40
+        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+        && !etag.eq_ignore_ascii_case(git_oid)
+    {
+        return Err(changed("git blob sha1 (ETag)", etag, git_oid));
     }
     if let Some(size) = resolved.size
         && size != expected.size

@@ -119,7 +119,7 @@ mod tests {
     use super::*;
 
     fn expected(size: u64) -> Expected {
-        Expected { sha256: crate::digest::hash_reader(&b"x"[..]).unwrap().0, size }
+        Expected { sha256: crate::digest::hash_reader(&b"x"[..]).unwrap().0, size, git_oid: None }
     }
 
     #[test]

@@ -413,7 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let partial = dir.path().join("p");
         let (sha256, size) = crate::digest::hash_reader(&body[..]).unwrap();
-        let expected = Expected { sha256, size };
+        let expected = Expected { sha256, size, git_oid: None };
         let transferred = AtomicU64::new(0);
         let url = format!("{endpoint}/blob");
         let ended = download(&http, &url, &partial, Partial::Absent, &expected, &|_| {}, &transferred).await;

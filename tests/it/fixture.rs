@@ -218,6 +218,17 @@ impl Site {
         self.settings.borrow_mut().remove(key);
     }
 
+    /// Writes the index of `entries` (JSON entries, e.g. [`index::set_entry`]) at a new
+    /// version, and a config deploying them all.
+    pub fn write_entries(&self, entries: Vec<serde_json::Value>) {
+        self.versions.set(self.versions.get() + 1);
+        let ids: Vec<String> =
+            entries.iter().map(|e| e["id"].as_str().expect("an entry's id").to_owned()).collect();
+        self.write_index_json(&index::document_of(entries, &format!("2.{}.0", self.versions.get())));
+        self.set("deployed_models", ids);
+        self.write_config();
+    }
+
     /// Writes a config deploying `models` (`deployed_models`).
     pub fn deploy(&self, models: &[Model]) {
         self.set("deployed_models", models.iter().map(|m| m.id).collect::<Vec<_>>());

@@ -29,7 +29,7 @@ const ODD_GIT: &str = "extras/name with spaces+plus=equals%25 ünïcødé.txt";
 const ODD_LFS: &str = "extras/deep/wéights +1=2.bin";
 
 /// The venv's python, or `None` (with the reason printed) when there is none.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let path = match std::env::var_os("HF_PYTHON") {
         Some(path) => PathBuf::from(path),
         None => root().join(".ci/tools/venv/bin/python"),
@@ -47,7 +47,7 @@ fn python() -> Option<PathBuf> {
 }
 
 /// Runs `python script args` (scrubbed environment) to its end within two minutes.
-fn run_python(python: &Path, script: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn run_python(python: &Path, script: &str, args: &[&str]) -> (bool, String, String) {
     let mut command = Command::new(python);
     command.arg(root().join("tests/models").join(script)).args(args);
     scrub_env(&mut command);
@@ -57,7 +57,7 @@ fn run_python(python: &Path, script: &str, args: &[&str]) -> (bool, String, Stri
 }
 
 /// The tiny model made in `dir/model` and what make_tiny.py says of it.
-fn tiny_model(python: &Path, dir: &Path, seed: u32) -> (PathBuf, Value) {
+pub(crate) fn tiny_model(python: &Path, dir: &Path, seed: u32) -> (PathBuf, Value) {
     let out = dir.join(format!("model-{seed}"));
     let seed = seed.to_string();
     let (ok, stdout, stderr) =
@@ -68,7 +68,7 @@ fn tiny_model(python: &Path, dir: &Path, seed: u32) -> (PathBuf, Value) {
 
 /// The tiny model of `model_dir` as the Hub would hold it, with its `.gitattributes` and two
 /// oddly named files.
-fn repo_of(model_dir: &Path) -> Repo {
+pub(crate) fn repo_of(model_dir: &Path) -> Repo {
     Repo::from_dir(model_dir)
         .with_gitattributes()
         .git(ODD_GIT, "a small file with an unusual name\n")
@@ -138,7 +138,7 @@ fn listed_tree(value: &Value) -> Vec<Value> {
 }
 
 /// `{path: {sha256, size}}` of every file of `commit`.
-fn expected_files(commit: &Commit) -> Value {
+pub(crate) fn expected_files(commit: &Commit) -> Value {
     let files =
         commit.files.iter().map(|f| (f.path.clone(), json!({"sha256": f.blob.sha256, "size": f.blob.size})));
     Value::Object(files.collect())

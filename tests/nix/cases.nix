@@ -86,6 +86,7 @@ let
     retry_base_delay = "2s";
     retry_max_time = "5m";
     max_parallel_models = 4;
+    max_parallel_files = 3;
     connections_per_file = 2;
     chunk_size = "16MiB";
     max_connections_per_host = 6;
