@@ -331,7 +331,9 @@ echo
 dev="$(df -P "$work" | awk 'NR == 2 { print $1 }')"
 journal="$(cat "/sys/fs/ext4/${dev#/dev/}/journal_task" 2>/dev/null || echo '?')"
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(grep -o -m1 sha_ni /proc/cpuinfo || echo 'no sha_ni')); $(uname -sr); $(free -g | awk '/^Mem/ { print $2 }') GiB RAM; $work on $(findmnt -no FSTYPE -T "$work") ($dev, journal: $journal, rotational: $(cat "/sys/block/${dev#/dev/}/queue/rotational" 2>/dev/null || echo '?'))"
-echo "origin: nginx (1 worker, sendfile) hub 127.0.0.1:$hub_port -> CDN 127.0.0.2:$cdn_port; $("$MF" --version 2>/dev/null || echo models-fetch) from $MODELS_FETCH_BIN (commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" status --porcelain src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo ', src modified'))"
+# The commit of the work tree the binary was built in (MODELS_FETCH_BIN may be another tree's).
+bin_tree="$(git -C "$(dirname "$MODELS_FETCH_BIN")" rev-parse --show-toplevel 2>/dev/null || echo "$repo")"
+echo "origin: nginx (1 worker, sendfile) hub 127.0.0.1:$hub_port -> CDN 127.0.0.2:$cdn_port; $("$MF" --version 2>/dev/null || echo models-fetch) from $MODELS_FETCH_BIN (commit $(git -C "$bin_tree" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$bin_tree" status --porcelain src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo ', src modified'))"
 echo "MB = 10^6 bytes. Load average (1/5/15 min) is shown per part: other work shares the 2 cores."
 
 # --- (sha) is the SHA-256 hardware-accelerated? ------------------------------------------------
