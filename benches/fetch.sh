@@ -9,6 +9,14 @@
 #           hf_hub_download (huggingface_hub 2.x; 0.36.x with and without hf_transfer), and
 #           references: openssl dgst -sha256 alone, curl -o /dev/null, dd without fsync.
 #           Wall time, CPU seconds (user+sys, children included) and peak RSS of each.
+#   shards  (issue 12) one model of 4 random shards of SHARD_SIZE (model-0000k-of-00004.safetensors,
+#           LFS: 302 to the CDN) + 6 small files kept in git (config.json, tokenizer.json,
+#           model.safetensors.index.json, ...; the hub answers them, ETag = git blob sha1), one
+#           repository at one commit with its Hub API (origin.sh api): models-fetch sync of its
+#           set entry (artifact.commit + artifact.files) vs models-fetch sync of the same shards
+#           as one file vs snapshot_download (huggingface_hub 2.x; 0.36.x with and without
+#           hf_transfer). Targets: set ÷ one file <= 0.7, faster than each snapshot_download,
+#           peak RSS <= 64 MiB.
 #   small   (b) 200 x 1 MiB: models-fetch (one index of 200 entries, one sync of all, with
 #           max_parallel_models 2, 4 and 8) vs aria2c -j 8 -i list.
 #   resume  (c) models-fetch sync of the 1 GiB file (parallel ranged download) SIGKILLed when it
@@ -34,12 +42,16 @@
 # cache; `sync` runs (untimed) before every measured command; every run starts from an empty
 # output directory (a fresh cache for models-fetch and huggingface_hub).
 #
-# Usage: benches/fetch.sh [PART...]          (default: sha large small resume warm profile)
-#        It prints markdown (tables, ratios, a met/missed line per target) on stdout, progress
-#        on stderr; benches/RESULTS.md records a run. About 13 minutes on 2 cores.
+# Usage: benches/fetch.sh [PART...]   (default: sha large shards small slow resume warm, and
+#        profile when perf is installed). It prints markdown (tables, ratios, a met/missed line
+#        per target) on stdout, progress on stderr; benches/RESULTS.md records a run. About 13
+#        minutes on 2 cores without shards. A quick try of one part:
+#        SHARD_SIZE=32M RUNS=1 WARMUP=0 benches/fetch.sh shards
 # Env:   SIZES (default "1 4": GiB; "256M" for a quick try), RUNS (default 7 below 4 GiB and for
-#        the small files, 3 from 4 GiB, at least 5 for warm), WARMUP (runs not counted; default 1
-#        below 4 GiB, else 0), RESUME_RUNS (5), SMALL_FILES (200), SLOW_SIZE (128M), SLOW_RATE (16m), SLOW_RUNS (3), WARM_MODELS (100), BENCH_DIR (default: a new dir under /var/tmp, removed at the end
+#        the small files, 3 from 4 GiB and for shards, at least 5 for warm), WARMUP (runs not
+#        counted; default 1 below 4 GiB and for shards, else 0), SHARD_SIZE (256M; NM or NG),
+#        RESUME_RUNS (5), SMALL_FILES (200), SLOW_SIZE (128M), SLOW_RATE (16m), SLOW_RUNS (3),
+#        WARM_MODELS (100), BENCH_DIR (default: a new dir under /var/tmp, removed at the end
 #        unless KEEP=1), MODELS_FETCH_BIN (default: cargo build --release), NGINX_BIN.
 # Needs: nginx curl openssl aria2c time strace (apt: nginx curl openssl aria2 time strace), perf
 #        for `profile`, python3 with venv; the Python clients are installed on first use into
@@ -52,14 +64,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(sha large small slow resume warm)
+  parts=(sha large shards small slow resume warm)
   ! command -v perf >/dev/null || parts+=(profile)
 fi
 for p in "${parts[@]}"; do
   case "$p" in
-  large | small | slow | resume | warm | sha | profile) ;;
+  large | shards | small | slow | resume | warm | sha | profile) ;;
   *)
-    echo "usage: $0 [large|small|slow|resume|warm|sha|profile ...]" >&2
+    echo "usage: $0 [large|shards|small|slow|resume|warm|sha|profile ...]" >&2
     exit 2
     ;;
   esac
@@ -90,6 +102,15 @@ done
 n_small="${SMALL_FILES:-200}"
 n_warm="${WARM_MODELS:-100}"
 [ "$n_warm" -le "$n_small" ] || n_small="$n_warm"
+shard_spec="${SHARD_SIZE:-256M}"
+if [[ "$shard_spec" =~ ^([1-9][0-9]*)[Mm]$ ]]; then
+  shard_size=$((BASH_REMATCH[1] << 20))
+elif [[ "$shard_spec" =~ ^([1-9][0-9]*)[Gg]$ ]]; then
+  shard_size=$((BASH_REMATCH[1] << 30))
+else
+  echo "SHARD_SIZE: $shard_spec is not NM (MiB) or NG (GiB)" >&2
+  exit 2
+fi
 
 # --- tools -------------------------------------------------------------------------------------
 need=(curl openssl dd sha256sum python3)
@@ -119,10 +140,10 @@ venv() { # DIR REQUIREMENTS: creates the venv once
   python3 -m venv "$1"
   "$1/bin/pip" install --quiet --disable-pip-version-check -r "$2"
 }
-if want large || want slow; then
+if want large || want shards || want slow; then
   venv "$here/.venv/hf2" "$repo/.ci/tools/requirements.txt"
 fi
-if want large; then
+if want large || want shards; then
   venv "$here/.venv/hf036" "$here/requirements-hf036.txt"
 fi
 export HF2="$here/.venv/hf2/bin/python" HF036="$here/.venv/hf036/bin/python"
@@ -144,6 +165,8 @@ if want large || want resume || want sha || want profile; then
     need_kib=$((need_kib + size_bytes[i] * 5 / 2048))
   done
 fi
+# shards: the 4 shards and their one-file twin, one output at a time, hf_transfer's temp files.
+! want shards || need_kib=$((need_kib + shard_size * 4 * 4 / 1024))
 free_kib="$(df -Pk "$work" | awk 'NR == 2 { print $4 }')"
 if [ "$free_kib" -lt "$need_kib" ]; then
   echo "not enough space in $work: need about $((need_kib >> 20)) GiB" >&2
@@ -242,6 +265,91 @@ if want small || want warm || want profile; then
   { printf '{"models": [\n'; cat "$work/small/entries"; printf ']}\n'; } >"$work/small/index.json"
   mapfile -t small_ids < <(seq -f 'small-%0'"${#n_small}"'g' 1 "$n_small")
 fi
+if want shards; then
+  # One repository at one commit, as a transformers checkpoint is on the Hub: 4 LFS shards
+  # (302 to the CDN) and small files kept in git (answered by the hub, ETag = git blob sha1),
+  # with the Hub API snapshot_download needs (origin.sh api). Its twin: the shards' bytes as
+  # one file of another repository. No .gitattributes: `models-fetch lock` leaves it out by
+  # default and snapshot_download would fetch it, so both get the same 10 files.
+  sdir="$work/shards"
+  mkdir -p "$sdir/src"
+  echo "writing 4 random $((shard_size >> 20)) MiB shards and the small files..." >&2
+  shard_names=()
+  for k in 1 2 3 4; do
+    shard_names+=("model-0000$k-of-00004.safetensors")
+    head -c "$shard_size" /dev/urandom >"$sdir/src/model-0000$k-of-00004.safetensors"
+  done
+  python3 - "$sdir/src" "$shard_size" "${shard_names[@]}" <<'PY'
+import json, os, random, sys
+out, shard_size, shards = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+rnd = random.Random(12)
+def dump(name, value):
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+layers = 32
+dump("config.json", {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+     "intermediate_size": 14336, "num_hidden_layers": layers, "num_attention_heads": 32,
+     "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 8192,
+     "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "torch_dtype": "bfloat16", "transformers_version": "5.24.0"})
+dump("generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "do_sample": True, "temperature": 0.6, "top_p": 0.9})
+dump("special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+dump("tokenizer_config.json", {"add_bos_token": True, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+     "model_max_length": 8192, "tokenizer_class": "LlamaTokenizerFast", "clean_up_tokenization_spaces": False})
+# A BPE tokenizer of 32000 tokens and 31000 merges: 1.7 MB, as real ones of this vocabulary are.
+letters = "abcdefghijklmnopqrstuvwxyz"
+vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+while len(vocab) < 32000:
+    vocab.setdefault("\u2581" * rnd.randint(0, 1) + "".join(rnd.choice(letters) for _ in range(rnd.randint(2, 9))), len(vocab))
+tokens = list(vocab)
+dump("tokenizer.json", {"version": "1.0", "added_tokens": [{"id": i, "content": t, "special": True} for i, t in enumerate(tokens[:3])],
+     "model": {"type": "BPE", "unk_token": "<unk>", "vocab": vocab,
+               "merges": [f"{rnd.choice(tokens[3:])} {rnd.choice(tokens[3:])}" for _ in range(31000)]}})
+# The shard index: each layer's tensors in the shard that holds that quarter of the layers.
+weight_map = {"model.embed_tokens.weight": shards[0], "lm_head.weight": shards[-1], "model.norm.weight": shards[-1]}
+for layer in range(layers):
+    for t in ["input_layernorm", "post_attention_layernorm", "mlp.down_proj", "mlp.gate_proj", "mlp.up_proj",
+              "self_attn.k_proj", "self_attn.o_proj", "self_attn.q_proj", "self_attn.v_proj"]:
+        weight_map[f"model.layers.{layer}.{t}.weight"] = shards[layer * len(shards) // layers]
+dump("model.safetensors.index.json", {"metadata": {"total_size": shard_size * len(shards)},
+     "weight_map": dict(sorted(weight_map.items()))})
+PY
+  shard_small=(config.json generation_config.json model.safetensors.index.json special_tokens_map.json
+    tokenizer.json tokenizer_config.json)
+  : >"$sdir/files"
+  shard_bytes=0
+  for f in "${shard_small[@]}" "${shard_names[@]}"; do
+    storage=--git
+    [[ "$f" != *-of-* ]] || storage=''
+    read -r sha size shard_commit oid < <(bash "$repo/tests/e2e/origin.sh" add "$origin" bench-org/shards "$f" \
+      "$sdir/src/$f" $storage)
+    printf '%s %s %s %s\n' "$f" "$sha" "$size" "$oid" >>"$sdir/files" # oid: empty for a shard
+    shard_bytes=$((shard_bytes + size))
+  done
+  [ "$(bash "$repo/tests/e2e/origin.sh" api "$origin" bench-org/shards)" = "$shard_commit" ] || exit 1
+  n_shard_files=$(wc -l <"$sdir/files")
+  # The set entry (primary file: the shard index, by README's rule), and the one-file entry.
+  read -r _ index_sha index_size _ < <(grep '^model.safetensors.index.json ' "$sdir/files")
+  entry shards "$index_sha" "$index_size" bench-org/shards model.safetensors.index.json |
+    python3 -c 'import json, sys
+e = json.load(sys.stdin)
+del e["artifact"]["path"]
+e["artifact"]["commit"] = sys.argv[1]
+e["artifact"]["files"] = []
+for line in open(sys.argv[2]):
+    path, sha, size, *oid = line.split()
+    e["artifact"]["files"].append(dict(path=path, sha256=sha, sizeBytes=int(size), **({"gitOid": oid[0]} if oid else {})))
+e["artifact"]["files"].sort(key=lambda f: f["path"])
+json.dump({"models": [e]}, sys.stdout, indent=1)' "$shard_commit" "$sdir/files" >"$sdir/set.json"
+  config "$sdir/set.toml" "$sdir/set.json" "$OUT" shards
+  cat "${shard_names[@]/#/$sdir/src/}" >"$sdir/one.safetensors"
+  read -r one_sha one_size _commit < <(bash "$repo/tests/e2e/origin.sh" add "$origin" bench-org/shards-one \
+    model.safetensors "$sdir/one.safetensors")
+  [ "$one_size" = $((shard_size * 4)) ] || exit 1
+  entry shards-one "$one_sha" "$one_size" bench-org/shards-one model.safetensors |
+    { printf '{"models": [\n'; cat; printf ']}\n'; } >"$sdir/one.json"
+  config "$sdir/one.toml" "$sdir/one.json" "$OUT" shards-one
+fi
 if want slow; then
   slow_spec="${SLOW_SIZE:-128M}"
   [[ "$slow_spec" =~ ^([1-9][0-9]*)[Mm]$ ]] || {
@@ -264,7 +372,7 @@ for _ in $(seq 100); do
   port_free 127.0.0.2 "$cdn_port" || break
   sleep 0.05
 done
-cat "$work"/*.bin "$work"/small/*.safetensors >/dev/null 2>&1 || true # warm
+cat "$work"/*.bin "$work"/small/*.safetensors "$work"/shards/src/* "$work"/shards/one.safetensors >/dev/null 2>&1 || true # warm
 
 # --- measuring ---------------------------------------------------------------------------------
 declare -A WALL CPU RSS
@@ -318,6 +426,11 @@ fresh() {
   mkdir -p "$OUT"
 }
 size_of() { stat -Lc %s "$1" 2>/dev/null || echo 0; }
+log_bytes() { # sum of $body_bytes_sent in the access logs from line FROM_HUB+1 / FROM_CDN+1 on
+  { tail -n +$(($1 + 1)) "$origin/logs/hub.log"; tail -n +$(($2 + 1)) "$origin/logs/cdn.log"; } |
+    awk -F'\t' '{ s += $3 } END { print s + 0 }'
+}
+log_lines() { echo "$(wc -l <"$origin/logs/hub.log") $(wc -l <"$origin/logs/cdn.log")"; }
 # After a part's runs: ends the progress dots, removes the outputs, prints the load.
 end_runs() {
   echo >&2
@@ -331,7 +444,9 @@ echo
 dev="$(df -P "$work" | awk 'NR == 2 { print $1 }')"
 journal="$(cat "/sys/fs/ext4/${dev#/dev/}/journal_task" 2>/dev/null || echo '?')"
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(grep -o -m1 sha_ni /proc/cpuinfo || echo 'no sha_ni')); $(uname -sr); $(free -g | awk '/^Mem/ { print $2 }') GiB RAM; $work on $(findmnt -no FSTYPE -T "$work") ($dev, journal: $journal, rotational: $(cat "/sys/block/${dev#/dev/}/queue/rotational" 2>/dev/null || echo '?'))"
-echo "origin: nginx (1 worker, sendfile) hub 127.0.0.1:$hub_port -> CDN 127.0.0.2:$cdn_port; $("$MF" --version 2>/dev/null || echo models-fetch) from $MODELS_FETCH_BIN (commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" status --porcelain src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo ', src modified'))"
+# The commit of the work tree the binary was built in (MODELS_FETCH_BIN may be another tree's).
+bin_tree="$(git -C "$(dirname "$MODELS_FETCH_BIN")" rev-parse --show-toplevel 2>/dev/null || echo "$repo")"
+echo "origin: nginx (1 worker, sendfile) hub 127.0.0.1:$hub_port -> CDN 127.0.0.2:$cdn_port; $("$MF" --version 2>/dev/null || echo models-fetch) from $MODELS_FETCH_BIN (commit $(git -C "$bin_tree" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$bin_tree" status --porcelain src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo ', src modified'))"
 echo "MB = 10^6 bytes. Load average (1/5/15 min) is shown per part: other work shares the 2 cores."
 
 # --- (sha) is the SHA-256 hardware-accelerated? ------------------------------------------------
@@ -488,6 +603,126 @@ if want large; then
   done
 fi
 
+# --- shards: one model of 4 shards + small files, vs the same bytes as one file ----------------
+if want shards; then
+  H_names=("models-fetch sync, the set (4 shards + ${#shard_small[@]} small files)"
+    "models-fetch sync, the shards' bytes as one file"
+    "snapshot_download, huggingface_hub 2.4.0"
+    "snapshot_download, 0.36.2"
+    "snapshot_download, 0.36.2 + hf_transfer")
+  H_files=("$n_shard_files" 1 "$n_shard_files" "$n_shard_files" "$n_shard_files")
+  H_bytes=("$shard_bytes" $((shard_size * 4)) "$shard_bytes" "$shard_bytes" "$shard_bytes")
+  H_verifies=(yes yes no no no)
+  H_durable=(yes yes no no no)
+  H_cmds=('exec "$MF" sync --config "$SHARDS/set.toml" >"$WORK/cmd.log" 2>&1'
+    'exec "$MF" sync --config "$SHARDS/one.toml" >"$WORK/cmd.log" 2>&1'
+    'exec "$HF2" "$HERE/hf_snapshot.py" bench-org/shards "$OUT/hf" >"$OUT/path" 2>"$WORK/cmd.log"'
+    'exec "$HF036" "$HERE/hf_snapshot.py" bench-org/shards "$OUT/hf" >"$OUT/path" 2>"$WORK/cmd.log"'
+    'HF_HUB_ENABLE_HF_TRANSFER=1 exec "$HF036" "$HERE/hf_snapshot.py" bench-org/shards "$OUT/hf" >"$OUT/path" 2>"$WORK/cmd.log"')
+  n_cases=${#H_cmds[@]}
+  export SHARDS="$sdir" HF_ENDPOINT="$hub" HF_HOME="$work/hf-home" HF_HUB_DISABLE_TELEMETRY=1 \
+    HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_IMPLICIT_TOKEN=1 HF_HUB_ENABLE_HF_TRANSFER=0
+  # same_files DIR FIRST: DIR holds the set's files and nothing else, byte for byte when FIRST
+  # is "first" (the first round), else by size.
+  same_files() {
+    local dir="$1" path _sha size _oid n
+    n="$(find -L "$dir" -type f 2>/dev/null | wc -l)"
+    [ "$n" = "$n_shard_files" ] || {
+      echo "$dir: $n files, not $n_shard_files" >&2
+      return 1
+    }
+    while read -r path _sha size _oid; do
+      [ "$(size_of "$dir/$path")" = "$size" ] || {
+        echo "$dir/$path: $(size_of "$dir/$path") bytes, not $size" >&2
+        return 1
+      }
+      [ "$2" != first ] || cmp -s "$dir/$path" "$SHARDS/src/$path" || {
+        echo "$dir/$path differs from the source" >&2
+        return 1
+      }
+    done <"$SHARDS/files"
+  }
+  # The published model, its Hub cache (refs/main -> the commit -> every file) for models-fetch;
+  # the snapshot folder snapshot_download printed.
+  check_shards() {
+    local hc="$OUT/hf-cache/models--bench-org--shards"
+    case "$1" in
+    0)
+      same_files "$OUT/store/shards" "$2" && same_files "$hc/snapshots/$shard_commit" '' &&
+        [ "$(cat "$hc/refs/main" 2>/dev/null)" = "$shard_commit" ]
+      ;;
+    1)
+      [ "$(size_of "$OUT/store/shards-one/model.safetensors")" = $((shard_size * 4)) ] || return 1
+      [ "$2" != first ] || cmp -s "$OUT/store/shards-one/model.safetensors" "$SHARDS/one.safetensors"
+      ;;
+    *)
+      [ "$(cat "$OUT/path")" = "$OUT/hf/models--bench-org--shards/snapshots/$shard_commit" ] &&
+        same_files "$(cat "$OUT/path")" "$2"
+      ;;
+    esac
+  }
+  runs="${RUNS:-3}" warmup="${WARMUP:-1}"
+  echo
+  echo "## shards: one model of 4 x $((shard_size >> 20)) MiB shards + ${#shard_small[@]} small files ($shard_bytes bytes, one repository at one commit) vs the same shards as one file: $warmup warm-up + $runs runs of each, interleaved, medians"
+  echo
+  echo "load before: $(load)"
+  first=first
+  declare -A REQS
+  for run in $(seq $((1 - warmup)) "$runs"); do
+    for k in $(seq 0 $((n_cases - 1))); do
+      c=$(((k + run + n_cases) % n_cases)) # rotate the order from run to run
+      fresh
+      read -r h0 c0 < <(log_lines)
+      measure "H$c" "$([ "$run" -ge 1 ] && echo 1 || echo 0)" "${H_cmds[c]}"
+      check_shards "$c" "$first" || {
+        echo "${H_names[c]}: wrong output" >&2
+        exit 1
+      }
+      read -r h1 c1 < <(log_lines)
+      REQS[$c]+="$((h1 - h0))+$((c1 - c0)) "
+      printf . >&2
+    done
+    first=''
+  done
+  end_runs
+  header command:-53 sha256?:-7 durable:-7 files:5 "requests:9" "wall s:7" MB/s:6 "CPU s:6" "RSS MiB:7" \
+    "time / one file:15" "time / set:10"
+  set_ms="$(median <<<"${WALL[H0]}")" one_ms="$(median <<<"${WALL[H1]}")"
+  for c in $(seq 0 $((n_cases - 1))); do
+    awk -v name="${H_names[c]}" -v ver="${H_verifies[c]}" -v dur="${H_durable[c]}" -v files="${H_files[c]}" \
+      -v reqs="$(tr ' ' '\n' <<<"${REQS[$c]}" | grep . | sort -u | paste -sd/)" \
+      -v ms="$(median <<<"${WALL[H$c]}")" -v cpu="$(median <<<"${CPU[H$c]}")" -v rss="$(maxof <<<"${RSS[H$c]}")" \
+      -v size="${H_bytes[c]}" -v one="$one_ms" -v set="$set_ms" 'BEGIN {
+      printf "| %-53s | %-7s | %-7s | %5d | %9s | %7.2f | %6.0f | %6.2f | %7.1f | %15.2f | %10.2f |\n",
+        name, ver, dur, files, reqs, ms / 1000, size / ms / 1000, cpu / 1000, rss / 1024, ms / one, ms / set }'
+  done
+  echo
+  echo "The shards are LFS files (the hub answers 302 to the CDN); the ${#shard_small[@]} small files ($((shard_bytes - shard_size * 4)) bytes) are kept in git (answered by the hub itself, ETag = git blob sha1). The one file is the 4 shards concatenated, in another repository. models-fetch: its defaults (max_parallel_models 2, max_parallel_files 4, connections_per_file 4); snapshot_download: its defaults (8 threads), into a fresh cache_dir. requests: nginx log lines per run, hub+CDN (API, HEAD and GET). CPU: user+sys of the process and its children. RSS: the peak over the runs. \`time / one file\`, \`time / set\`: wall-time ratios."
+  if [ "$shard_size" -le $((50 << 20)) ]; then
+    echo
+    echo "huggingface_hub 0.36.2 hands a file to hf_transfer only above 5 x 10 MiB: these $((shard_size >> 20)) MiB shards took its plain path."
+  fi
+  echo
+  echo "Targets (issue 12):"
+  echo
+  verdict "set wall time ÷ one-file wall time" "$(awk -v a="$set_ms" -v b="$one_ms" 'BEGIN { printf "%.2f", a / b }')" "<=" 0.70 \
+    "paired per run: $(paired "${WALL[H0]}" "${WALL[H1]}" | xargs printf '%.2f')"
+  for c in 2 3 4; do
+    verdict "set faster than ${H_names[c]} (models-fetch ÷ it)" \
+      "$(awk -v a="$set_ms" -v b="$(median <<<"${WALL[H$c]}")" 'BEGIN { printf "%.2f", a / b }')" "<" 1 \
+      "paired per run: $(paired "${WALL[H0]}" "${WALL[H$c]}" | xargs printf '%.2f')"
+  done
+  verdict "peak RSS MiB, models-fetch sync of the set" "$(maxof <<<"${RSS[H0]}" | awk '{ printf "%.1f", $1 / 1024 }')" "<=" 64
+  echo
+  echo "all runs (wall ms / CPU ms / RSS KiB):"
+  echo
+  echo '```'
+  for c in $(seq 0 $((n_cases - 1))); do
+    printf '%-53s %s/ %s/ %s\n' "${H_names[c]}" "${WALL[H$c]}" "${CPU[H$c]}" "${RSS[H$c]}"
+  done
+  echo '```'
+fi
+
 # --- (b) many small files ----------------------------------------------------------------------
 if want small; then
   S_par=(2 4 8)
@@ -550,12 +785,6 @@ if want small; then
   echo '```'
 fi
 
-# --- (c) kill at ~50% and resume ---------------------------------------------------------------
-log_bytes() { # sum of $body_bytes_sent in the access logs from line FROM_HUB+1 / FROM_CDN+1 on
-  { tail -n +$(($1 + 1)) "$origin/logs/hub.log"; tail -n +$(($2 + 1)) "$origin/logs/cdn.log"; } |
-    awk -F'\t' '{ s += $3 } END { print s + 0 }'
-}
-log_lines() { echo "$(wc -l <"$origin/logs/hub.log") $(wc -l <"$origin/logs/cdn.log")"; }
 # --- slow: a rate-limited CDN ------------------------------------------------------------------
 if want slow; then
   export SRC="$slow_src" SHA="$slow_sha" SIZE="$slow_size" SLOW_DIR="$work/slow" \
@@ -611,6 +840,7 @@ if want slow; then
   done
 fi
 
+# --- (c) kill at ~50% and resume ---------------------------------------------------------------
 if want resume; then
   tag="${size_tag[0]}" size="${size_bytes[0]}"
   cfg="$work/big-$tag/config.toml"
