@@ -217,7 +217,12 @@ impl Engine {
                     };
                 }
                 Err(error) => {
-                    tracing::warn!(source = %origin.describe(), error_kind = error.kind_name(), "{error}");
+                    let lied = if error.kind() == Kind::Integrity {
+                        "this source served wrong bytes (not published): "
+                    } else {
+                        ""
+                    };
+                    tracing::warn!(source = %origin.describe(), error_kind = error.kind_name(), "{lied}{error}");
                     let local = error.kind() == Kind::Local;
                     failures.push((origin.describe(), error));
                     if local {
