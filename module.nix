@@ -58,6 +58,37 @@ let
       ''
     else pkgs.writeText "models-fetch.json" configText;
 
+  mirrorModule = {
+    options = {
+      url = mkOption {
+        type = types.str;
+        example = "https://models.example.org/by-sha256";
+        description = "The mirror's base URL; a file is `{url}/{sha256}`.";
+      };
+      credentialsFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/mirror-token";
+        description = ''
+          A file holding the mirror's credential (a bearer token, or `user:password` with
+          `auth = "basic"`), outside the Nix store. systemd passes it to the service with
+          LoadCredential= (as mirror-<n>); models-fetch sends it only to this mirror's origin,
+          below its base path, and never logs it.
+        '';
+      };
+      auth = mkOption {
+        type = types.enum [ "bearer" "basic" ];
+        default = "bearer";
+        description = "How the credential is sent: `Authorization: Bearer` or `Basic`.";
+      };
+    };
+  };
+
+  sc = cfg.siteCache;
+  siteCacheSettings = { inherit (sc) listen upstream cacheDir maxSize inactive sliceSize resolvers caFile; };
+  siteCacheChecks = mf.siteCacheChecks siteCacheSettings;
+  nginxCache = "/var/cache/nginx";
+
   consumerModule = {
     options = {
       models = mkOption {
@@ -181,10 +212,68 @@ in
     };
 
     mirrors = mkOption {
-      type = types.listOf types.str;
+      type = types.listOf (types.either types.str (types.submodule mirrorModule));
       default = defaults.mirrors;
-      example = [ "https://models.example.org/by-sha256" ];
-      description = "Content-addressed mirrors (`{base}/{sha256}`), tried after the model's own source.";
+      example = literalExpression ''[ "https://models.example.org/by-sha256" { url = "https://bucket.internal/models"; credentialsFile = "/run/secrets/mirror-token"; } ]'';
+      description = ''
+        Content-addressed mirrors (`{base}/{sha256}`), tried after the model's own source: a
+        base URL, or `{ url; credentialsFile; auth; }` for a mirror that needs credentials.
+      '';
+    };
+
+    siteCache = {
+      enable = lib.mkEnableOption ''
+        the site cache on this host: nginx as a caching reverse proxy of the Hub (upstream)
+        that follows its redirects to the CDN and caches the CDN's bytes by sha256, so a site
+        downloads each file once. The other hosts set huggingFace.endpoint to it. The Hub's
+        own answers are never cached: it authorizes every request, token by token
+      '';
+      listen = mkOption {
+        type = types.listOf types.str;
+        default = mf.siteCacheDefaults.listen;
+        example = [ "10.0.0.5:8080" ];
+        description = "nginx `listen` values of the cache (plain http on the site's network).";
+      };
+      upstream = mkOption {
+        type = types.str;
+        default = mf.siteCacheDefaults.upstream;
+        description = "The Hub the cache stands in front of: scheme://host[:port], no path.";
+      };
+      cacheDir = mkOption {
+        type = types.path;
+        default = mf.siteCacheDefaults.cacheDir;
+        description = "Where nginx keeps the CDN's bytes (created for the nginx user).";
+      };
+      maxSize = mkOption {
+        type = types.str;
+        default = mf.siteCacheDefaults.maxSize;
+        example = "2t";
+        description = "nginx's max_size of the cache: the least recently used slices go first.";
+      };
+      inactive = mkOption {
+        type = types.str;
+        default = mf.siteCacheDefaults.inactive;
+        description = "Slices not read for this long are removed (nginx's inactive=).";
+      };
+      sliceSize = mkOption {
+        type = types.str;
+        default = mf.siteCacheDefaults.sliceSize;
+        description = "The unit nginx fetches, caches and locks (its slice module).";
+      };
+      resolvers = mkOption {
+        type = types.listOf types.str;
+        default = mf.siteCacheDefaults.resolvers;
+        example = [ "127.0.0.53" ];
+        description = ''
+          DNS servers nginx asks for the CDN hosts the Hub redirects to (nginx resolves them
+          per request, not with the system resolver). Needed for the real Hub.
+        '';
+      };
+      caFile = mkOption {
+        type = types.str;
+        default = mf.siteCacheDefaults.caFile;
+        description = "The CA bundle nginx checks the Hub's and the CDN's certificates against.";
+      };
     };
 
     user = mkOption {
@@ -242,33 +331,49 @@ in
     };
   };
 
-  config = lib.mkIf cfg.enable (lib.mkMerge [
-    {
-      inherit (evaluated) assertions warnings;
-      environment.variables = evaluated.environment;
-      environment.etc."models-fetch/index.json".source = indexFile;
-      users.groups.${cfg.group} = { };
-    }
-
-    (lib.mkIf cfg.huggingFace.enable {
-      # `models-fetch status` and `wait` read it by default.
-      environment.etc."models-fetch/config.json".source = configFile;
-      environment.systemPackages = [ cfg.package ];
-
-      users.users = evaluated.users;
-      systemd.tmpfiles.rules = evaluated.tmpfiles;
-
-      systemd.services = lib.mkMerge [
-        {
-          models-fetch = {
-            inherit (evaluated.unit) description wants after wantedBy unitConfig serviceConfig;
-            # SIGHUP, not a restart, when only the config or the index changed.
-            reloadTriggers = [ configFile indexFile ];
-          };
-        }
-        # With their priorities (mkDefault, mkBefore) as nix/lib.nix sets them.
-        evaluated.consumers
+  config = lib.mkMerge [
+    (lib.mkIf cfg.siteCache.enable {
+      inherit (siteCacheChecks) assertions warnings;
+      services.nginx = {
+        enable = true;
+        # One text for NixOS and for packaging/nginx-site-cache.conf: nix/lib.nix renders both.
+        appendHttpConfig = mf.siteCacheConfig siteCacheSettings;
+      };
+      systemd.tmpfiles.rules = [
+        "d ${toString sc.cacheDir} 0750 ${config.services.nginx.user} ${config.services.nginx.group} - -"
       ];
+      systemd.services.nginx.serviceConfig.ReadWritePaths =
+        lib.mkIf (!lib.hasPrefix "${nginxCache}/" (toString sc.cacheDir)) [ (toString sc.cacheDir) ];
     })
-  ]);
+
+    (lib.mkIf cfg.enable (lib.mkMerge [
+      {
+        inherit (evaluated) assertions warnings;
+        environment.variables = evaluated.environment;
+        environment.etc."models-fetch/index.json".source = indexFile;
+        users.groups.${cfg.group} = { };
+      }
+
+      (lib.mkIf cfg.huggingFace.enable {
+        # `models-fetch status` and `wait` read it by default.
+        environment.etc."models-fetch/config.json".source = configFile;
+        environment.systemPackages = [ cfg.package ];
+
+        users.users = evaluated.users;
+        systemd.tmpfiles.rules = evaluated.tmpfiles;
+
+        systemd.services = lib.mkMerge [
+          {
+            models-fetch = {
+              inherit (evaluated.unit) description wants after wantedBy unitConfig serviceConfig;
+              # SIGHUP, not a restart, when only the config or the index changed.
+              reloadTriggers = [ configFile indexFile ];
+            };
+          }
+          # With their priorities (mkDefault, mkBefore) as nix/lib.nix sets them.
+          evaluated.consumers
+        ];
+      })
+    ]))
+  ];
 }

@@ -339,6 +339,152 @@ let
     ];
 
 
+  # --- the site cache (services.models.siteCache) --------------------------------------------
+  # One host of a site caches the Hub for the others (their huggingFace.endpoint): nginx, as
+  # the text below configures it. The same text, rendered with siteCacheDefaults, is
+  # packaging/nginx-site-cache.conf for hosts without NixOS (tests/nix/cases.nix checks that;
+  # tests/it/fleet.rs runs what this renders in real nginx).
+  siteCacheDefaults = {
+    listen = [ "0.0.0.0:8080" ];
+    upstream = "https://huggingface.co";
+    cacheDir = "/var/cache/nginx/models-fetch";
+    maxSize = "500g";
+    inactive = "90d";
+    sliceSize = "8m";
+    resolvers = [ ];
+    caFile = "/etc/ssl/certs/ca-certificates.crt";
+  };
+
+  # The upstream must be scheme://host[:port] only: a proxy_pass with a path would pass the
+  # decoded URI, turning a revision's %2F into "/".
+  siteCacheUpstreamOk = upstream: match "https?://[^/?#@]+" upstream != null;
+
+  # The module's checks of the site cache's settings: assertions and warnings.
+  siteCacheChecks = s:
+    let
+      option = "services.models.siteCache";
+      host = let m = match "https?://([[][^]]*]|[^/:]+)(:[0-9]+)?" s.upstream; in if m == null then "" else head m;
+      ipLiteral = match "[0-9.]+|[[].*" host != null;
+    in
+    {
+      assertions = [
+        {
+          assertion = siteCacheUpstreamOk s.upstream;
+          message = "${option}.upstream = \"${s.upstream}\" must be scheme://host[:port] with no path: nginx would pass a decoded URI, and a revision's %2F would become \"/\".";
+        }
+        {
+          assertion = s.listen != [ ];
+          message = "${option}.listen is empty; name at least one address:port for nginx to listen on.";
+        }
+        {
+          assertion = normalPath (toString s.cacheDir);
+          message = "${option}.cacheDir = \"${toString s.cacheDir}\" must be an absolute path without a trailing slash, \".\" or \"..\".";
+        }
+      ];
+      warnings = optional (s.resolvers == [ ] && !ipLiteral)
+        "${option}.resolvers is empty: nginx resolves the CDN hosts the Hub redirects to (cdn-lfs.huggingface.co, cas-bridge.xethub.hf.co) when a request comes and needs a DNS server for that; set it, e.g. [ \"127.0.0.53\" ] with services.resolved.";
+    };
+
+  # The nginx configuration (http { } context) for the settings `s` (siteCacheDefaults' keys).
+  siteCacheConfig = s:
+    let
+      listen = concatStringsSep "" (map (l: "    listen ${l};\n") s.listen);
+      resolver =
+        if s.resolvers == [ ] then
+          "    # No resolver: the CDN hosts the Hub redirects to must be IP addresses, or set one.\n"
+        else "    resolver ${concatStringsSep " " s.resolvers} valid=300s;\n    resolver_timeout 10s;\n";
+    in
+    ''
+      # models-fetch site cache: nginx as a caching reverse proxy of the Hugging Face Hub, the
+      # huggingFace.endpoint (HF_ENDPOINT) of every other host of the site. Include it in the
+      # http { } block. Rendered by nix/lib.nix (siteCacheConfig); do not edit by hand.
+      #
+      # Privacy: the Hub's own answers (HEAD/GET .../resolve/..., /api/...) are never cached,
+      # so every request reaches the Hub with its own Authorization and the Hub decides for it.
+      # Only the CDN's bytes are cached, keyed by the sha256 the Hub named in that very answer
+      # (X-Linked-Etag) and the slice; the presigned query is never part of the key. The cache
+      # is reachable only through a 302 the Hub gave to the request itself, so a request the
+      # Hub refuses (a private repository without its token) gets the Hub's 401, never bytes.
+      # Nothing of the client's request reaches the CDN but the range: no Authorization, no
+      # cookies. models-fetch verifies every file's sha256 whatever this cache serves.
+
+      proxy_cache_path ${s.cacheDir} levels=1:2 keys_zone=models_fetch:16m
+          max_size=${s.maxSize} inactive=${s.inactive} use_temp_path=off;
+
+      # The sha256 the Hub named for the file (X-Linked-Etag without quotes or W/); empty when
+      # it named none, and then the answer is passed on but never cached.
+      map $models_fetch_etag $models_fetch_sha256 {
+          "~^(W/)?\"?(?<sha>[0-9a-f]{64})\"?$" $sha;
+          default "";
+      }
+      map $models_fetch_sha256 $models_fetch_uncached {
+          "" 1;
+          default 0;
+      }
+      # Only an absolute http(s) Location (the CDN) is followed here; any other redirect is
+      # passed on to the client.
+      map $models_fetch_location $models_fetch_follow {
+          "~^https?://" 1;
+          default 0;
+      }
+
+      server {
+      ${listen}${resolver}
+          proxy_ssl_server_name on;
+          proxy_ssl_verify on;
+          proxy_ssl_verify_depth 4;
+          proxy_ssl_trusted_certificate ${s.caFile};
+
+          # The Hub: resolve and API requests, with the client's headers (its token), never
+          # cached. Its 302 to the CDN is followed here instead of by the client.
+          location / {
+              proxy_pass ${s.upstream};
+              proxy_intercept_errors on;
+              error_page 302 = @models_fetch_cdn;
+          }
+
+          # The CDN, reached only through the Hub's 302 to this request.
+          location @models_fetch_cdn {
+              # Read before this location's proxy_pass replaces the Hub's answer; slices
+              # (subrequests) share them.
+              set $models_fetch_location $upstream_http_location;
+              set $models_fetch_etag $upstream_http_x_linked_etag;
+              set $models_fetch_size $upstream_http_x_linked_size;
+              set $models_fetch_commit $upstream_http_x_repo_commit;
+              add_header X-Repo-Commit $models_fetch_commit always;
+              add_header X-Linked-Etag $models_fetch_etag always;
+              add_header X-Linked-Size $models_fetch_size always;
+              add_header X-Models-Fetch-Cache $upstream_cache_status always;
+              if ($models_fetch_follow = 0) {
+                  return 302 $models_fetch_location;
+              }
+              # A HEAD wants the Hub's headers only: no CDN request.
+              if ($request_method = HEAD) {
+                  return 200;
+              }
+
+              slice ${s.sliceSize};
+              proxy_pass $models_fetch_location;
+              # Only the range goes to the CDN: never Authorization or cookies.
+              proxy_pass_request_headers off;
+              proxy_set_header Range $slice_range;
+              proxy_cache models_fetch;
+              proxy_cache_key "sha256=$models_fetch_sha256 $slice_range";
+              proxy_no_cache $models_fetch_uncached;
+              proxy_cache_bypass $models_fetch_uncached;
+              proxy_cache_valid 200 206 ${s.inactive};
+              # One request fills a slice; the others wait for it.
+              proxy_cache_lock on;
+              proxy_cache_lock_age 1m;
+              proxy_cache_lock_timeout 10m;
+              proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires X-Accel-Redirect X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset;
+              proxy_hide_header Set-Cookie;
+              # nginx names the upstream URL in its error lines: here that is a presigned URL.
+              error_log stderr crit;
+          }
+      }
+    '';
+
   # --- the option defaults (module.nix declares its options with these) --------------------
   defaults = {
     enable = false;
@@ -425,6 +571,25 @@ let
       tokenFile = if cfg.huggingFace.tokenFile == null then null else toString cfg.huggingFace.tokenFile;
       dynamicUser = cfg.user == null;
 
+      # Mirrors: a URL, or { url; credentialsFile; auth; }. A credentials file reaches the
+      # service as the credential mirror-<n> (LoadCredential=), which the config names; the
+      # file itself never enters the store or the config.
+      mirrorOf = n: m:
+        if isString m then { entry = m; } else
+        let
+          file = if m.credentialsFile or null == null then null else toString m.credentialsFile;
+          name = "mirror-${toString n}";
+        in
+        if file == null then { entry = m.url; } else {
+          entry = { inherit (m) url; credential = name; auth = m.auth or "bearer"; };
+          inherit file;
+          loadCredential = "${name}:${file}";
+        };
+      mirrorList = genList (i: mirrorOf (i + 1) (elemAt cfg.mirrors i)) (length cfg.mirrors);
+      mirrorFiles = concatMap (m: optional (m ? file) m.file) mirrorList;
+      loadCredential = optional (tokenFile != null) "hf-token:${tokenFile}"
+        ++ concatMap (m: optional (m ? loadCredential) m.loadCredential) mirrorList;
+
       # The daemon's settings: snake_case keys as src/config.rs reads them, the user's
       # `settings` on top (tables merged one level). Never token_file: the token comes from
       # LoadCredential, as $CREDENTIALS_DIRECTORY/hf-token.
@@ -436,7 +601,7 @@ let
         verify_checksums = cfg.verifyChecksums;
         deployed_models = cfg.deployedModels;
         chakra_models = cfg.chakraModels;
-        inherit (cfg) mirrors;
+        mirrors = map (m: m.entry) mirrorList;
       };
       settings = base // mapAttrs
         (k: v: if isAttrs v && isAttrs (base.${k} or null) then base.${k} // v else v)
@@ -468,6 +633,16 @@ let
           "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" is inside ${builtins.storeDir}, which every user can read; keep the token in a file outside the store (root-only, e.g. from sops-nix or agenix) and set tokenFile to its path.")
         (check (tokenFile == null || hasPrefix "/" tokenFile)
           "services.models.huggingFace.tokenFile = \"${if tokenFile == null then "" else tokenFile}\" must be an absolute path.")
+      ]
+      ++ concatMap
+        (file: [
+          (check (!(hasPrefix "${builtins.storeDir}/" file || builtins.hasContext file))
+            "services.models.mirrors: the credentialsFile \"${file}\" is inside ${builtins.storeDir}, which every user can read; keep mirror credentials in a file outside the store and name its path.")
+          (check (hasPrefix "/" file)
+            "services.models.mirrors: the credentialsFile \"${file}\" must be an absolute path.")
+        ])
+        mirrorFiles
+      ++ [
         (check (!(cfg.settings ? token_file))
           "services.models.settings.token_file: set services.models.huggingFace.tokenFile instead; the token is passed to the service with LoadCredential and never named in the config.")
         (check (normalPath store)
@@ -535,7 +710,8 @@ let
       '';
 
       # The unit: setting for setting packaging/models-fetch.service, except paths and what
-      # depends on options (User/Group, LoadCredential only with a tokenFile, ReadWritePaths
+      # depends on options (User/Group, LoadCredential only with a tokenFile or mirror
+      # credentials, ReadWritePaths
       # for directories outside /var/lib).
       unit = {
         description = "models-fetch: fetch, verify and publish machine-learning models";
@@ -597,7 +773,7 @@ let
         // (if dynamicUser then { DynamicUser = true; } else { User = cfg.user; })
         // optionalAttrs (stateDirectories != [ ]) { StateDirectory = stateDirectories; }
         // optionalAttrs (customDirs != [ ]) { ReadWritePaths = customDirs; }
-        // optionalAttrs (tokenFile != null) { LoadCredential = [ "hf-token:${tokenFile}" ]; };
+        // optionalAttrs (loadCredential != [ ]) { LoadCredential = loadCredential; };
       };
 
       # Directories outside /var/lib, created for the static user (DynamicUser is refused there).
@@ -668,6 +844,7 @@ in
 {
   inherit chakras defaults consumerDefaults ownUser optionOfKey withDefaults evaluate renderUnit
     stubFields showStub sourceUrl encodeSegment parseTimespan mkDefault mkBefore
-    shellQuote hubOf unsafePathReason fileSetProblems fileSet hubRef snapshotTarget;
+    shellQuote hubOf unsafePathReason fileSetProblems fileSet hubRef snapshotTarget
+    siteCacheDefaults siteCacheConfig siteCacheChecks;
   byteCount = length bytes;
 }

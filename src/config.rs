@@ -75,11 +75,17 @@ pub struct Config {
     /// Model ids to deploy, grouped by chakra; each must be listed under its own chakra.
     #[serde(default)]
     pub chakra_models: BTreeMap<String, Vec<String>>,
-    /// Content-addressed mirrors tried after the Hub and `downloadUrl`: base URLs
-    /// (`https://...`, `http://...`) or local directories (`file:///...`); a file is looked up
-    /// as `{base}/{sha256}` and trusted only through its hash.
-    #[serde(default)]
+    /// Content-addressed mirrors tried after the Hub and `downloadUrl`, as the file names them:
+    /// a base URL (`https://...`, `http://...`, `file:///...`) or a table with credentials.
+    #[serde(default, rename = "mirrors")]
+    mirror_entries: Vec<MirrorEntry>,
+    /// The mirrors' base URLs (`http(s)://...` or local directories `file:///...`), in order; a
+    /// file is looked up as `{base}/{sha256}` and trusted only through its hash.
+    #[serde(skip)]
     pub mirrors: Vec<String>,
+    /// The credentials of the mirrors that have some: where to read them and how to send them.
+    #[serde(skip)]
+    pub mirror_credentials: Vec<MirrorCredentials>,
     /// Try the mirrors before the Hub and `downloadUrl` (for air-gapped hosts and fleets
     /// whose mirror is close).
     #[serde(default)]
@@ -142,6 +148,70 @@ pub struct Config {
     /// per-model state and bytes.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
+}
+
+/// One `mirrors` entry: `"https://..."`, or `{ url = "...", credentials_file = "...", auth =
+/// "bearer" }` for a mirror that needs credentials (`credential = "name"` instead of
+/// `credentials_file` reads `$CREDENTIALS_DIRECTORY/name`, as the NixOS module passes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MirrorEntry {
+    Url(String),
+    Table(MirrorTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorTable {
+    url: String,
+    #[serde(default)]
+    credentials_file: Option<PathBuf>,
+    #[serde(default)]
+    credential: Option<String>,
+    #[serde(default)]
+    auth: MirrorAuth,
+}
+
+/// A string or a table; a table's errors name its keys (an untagged enum would only say that
+/// nothing matched).
+impl<'de> Deserialize<'de> for MirrorEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = MirrorEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mirror URL or a table with `url`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MirrorEntry, E> {
+                Ok(MirrorEntry::Url(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MirrorEntry, A::Error> {
+                MirrorTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(MirrorEntry::Table)
+            }
+        }
+        deserializer.deserialize_any(Entry)
+    }
+}
+
+/// How a mirror's credential is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorAuth {
+    /// `Authorization: Bearer <the file's content>`.
+    #[default]
+    Bearer,
+    /// `Authorization: Basic <base64 of the file's content, user:password>`.
+    Basic,
+}
+
+/// A mirror's credentials: sent only to `base`'s origin, below its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorCredentials {
+    /// The mirror's base URL, as in `mirrors`.
+    pub base: String,
+    /// The file holding the credential (read when the HTTP client is built, never logged).
+    pub file: PathBuf,
+    pub auth: MirrorAuth,
 }
 
 fn default_connections_per_file() -> usize {
@@ -252,8 +322,24 @@ impl Config {
             *file = base.join(&*file);
         }
         let invalid = |key, reason| ConfigError::Invalid { path: path.to_owned(), key, reason };
-        for mirror in &mut config.mirrors {
-            *mirror = check_mirror(base, mirror).map_err(|reason| invalid("mirrors", reason))?;
+        for entry in &config.mirror_entries {
+            let url = match entry {
+                MirrorEntry::Url(url) | MirrorEntry::Table(MirrorTable { url, .. }) => url,
+            };
+            let mirror = check_mirror(base, url).map_err(|reason| invalid("mirrors", reason))?;
+            if let MirrorEntry::Table(table) = entry {
+                let file =
+                    mirror_credentials_file(base, table).map_err(|reason| invalid("mirrors", reason))?;
+                if let Some(file) = file {
+                    if mirror.starts_with("file://") {
+                        let reason = format!("{mirror}: a file:// mirror takes no credentials");
+                        return Err(invalid("mirrors", reason));
+                    }
+                    let credentials = MirrorCredentials { base: mirror.clone(), file, auth: table.auth };
+                    config.mirror_credentials.push(credentials);
+                }
+            }
+            config.mirrors.push(mirror);
         }
         if let Some(proxy) = &config.proxy {
             check_url(proxy, &["http", "https", "socks5", "socks5h"])
@@ -342,6 +428,23 @@ fn check_mirror(base: &Path, mirror: &str) -> Result<String, String> {
     }
     check_url(mirror, &["http", "https", "file"])?;
     Ok(mirror.trim_end_matches('/').to_owned())
+}
+
+/// The credentials file of a mirror table: `credentials_file` (relative to the config's
+/// folder), or `credential`, a name in `$CREDENTIALS_DIRECTORY` (systemd's LoadCredential=).
+fn mirror_credentials_file(base: &Path, table: &MirrorTable) -> Result<Option<PathBuf>, String> {
+    match (&table.credentials_file, &table.credential) {
+        (Some(_), Some(_)) => Err(format!("{}: credentials_file or credential, not both", table.url)),
+        (Some(file), None) => Ok(Some(base.join(file))),
+        (None, Some(name)) => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(format!("{}: credential {name:?} must be a plain name", table.url));
+            }
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").unwrap_or_default();
+            Ok(Some(Path::new(&dir).join(name)))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +572,58 @@ mod tests {
     fn missing_index_is_an_error() {
         let err = parse("deployed_models = []\n").unwrap_err().to_string();
         assert!(err.contains("missing field `index`"), "{err}");
+    }
+
+    #[test]
+    fn a_mirror_is_a_url_or_a_table_with_its_credentials() {
+        let config = parse(
+            r#"
+            index = "i.json"
+            mirrors = [
+                "https://plain.example/by-sha256/",
+                { url = "https://private.example/models", credentials_file = "mirror-token" },
+                { url = "http://10.0.0.9/blobs", credential = "mirror-2", auth = "basic" },
+            ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.mirrors,
+            ["https://plain.example/by-sha256", "https://private.example/models", "http://10.0.0.9/blobs"]
+        );
+        let credentials = &config.mirror_credentials;
+        assert_eq!(credentials.len(), 2);
+        assert_eq!(credentials[0].base, "https://private.example/models");
+        assert_eq!(credentials[0].file, Path::new("/etc/models-fetch/mirror-token"));
+        assert_eq!(credentials[0].auth, MirrorAuth::Bearer);
+        assert!(credentials[1].file.ends_with("mirror-2"));
+        assert_eq!(credentials[1].auth, MirrorAuth::Basic);
+        let json = parse_json(
+            r#"{"index": "i.json", "mirrors": ["https://plain.example/by-sha256/",
+                {"url": "https://private.example/models", "credentials_file": "mirror-token"},
+                {"url": "http://10.0.0.9/blobs", "credential": "mirror-2", "auth": "basic"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(json.mirrors, config.mirrors);
+        assert_eq!(json.mirror_credentials, config.mirror_credentials);
+    }
+
+    #[test]
+    fn a_bad_mirror_table_is_named() {
+        for (entry, reason) in [
+            (r#"{ url = "https://m.example", token = "x" }"#, "unknown field `token`"),
+            (r#"{ url = "https://m.example", auth = "digest" }"#, "unknown variant `digest`"),
+            (r#"{ credentials_file = "f" }"#, "missing field `url`"),
+            (r#"{ url = "https://m.example", credentials_file = "f", credential = "c" }"#, "not both"),
+            (r#"{ url = "https://m.example", credential = "../hf-token" }"#, "must be a plain name"),
+            (r#"{ url = "file:///srv/mirror", credentials_file = "f" }"#, "takes no credentials"),
+            (r#"{ url = "https://u:p@m.example" }"#, "holds credentials"),
+            ("1", "expected a mirror URL or a table with `url`"),
+        ] {
+            let err = parse(&format!("index = \"i\"\nmirrors = [{entry}]\n")).unwrap_err().to_string();
+            assert!(err.contains(reason), "{entry}: {err}");
+            assert!(!err.contains("u:p"), "{err}");
+        }
     }
 
     #[test]

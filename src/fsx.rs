@@ -98,9 +98,13 @@ pub const REF: Limit = Limit { bytes: 4 << 10, what: "a Hub ref" };
 /// A lock file: the holder's pid.
 pub const LOCK: Limit = Limit { bytes: 4 << 10, what: "a lock file" };
 
+/// A mirror's credentials file: a bearer token or `user:password`, one header's worth.
+pub const MIRROR_CREDENTIALS: Limit = Limit { bytes: 4 << 10, what: "a mirror credentials file" };
+
 /// Every limit, for the documentation's table and its test.
 #[cfg(test)]
-pub const LIMITS: [Limit; 9] = [CONFIG, INDEX, TOKEN, CA_FILE, STATE, STAMP, SIDECAR, REF, LOCK];
+pub const LIMITS: [Limit; 10] =
+    [CONFIG, INDEX, TOKEN, CA_FILE, STATE, STAMP, SIDECAR, REF, LOCK, MIRROR_CREDENTIALS];
 
 /// What a path names when it is not a regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

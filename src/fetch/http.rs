@@ -11,7 +11,7 @@ use url::Url;
 use super::error::{Answer, Cause, FetchError, Redirect, describe};
 use super::pace::Pace;
 use super::retry::{parse_rate_limit, parse_retry_after};
-use crate::config::Config;
+use crate::config::{Config, MirrorAuth, MirrorCredentials};
 use crate::secret::{Token, TokenError, redact};
 
 /// Redirects followed for one request before giving up.
@@ -49,6 +49,78 @@ pub struct Http {
     /// so the Hub's answers for the next files are ready when a download slot frees.
     downloads: std::sync::Arc<tokio::sync::Semaphore>,
     hosts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+    /// The mirrors' credentials, each for its own base only.
+    mirror_auth: Vec<MirrorAuthorization>,
+    /// Endpoints already noted as answering unlike the Hub (the note is logged once each).
+    unlike_hub: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A mirror's `Authorization`, for requests to its origin below its base path only; or why
+/// its credentials file cannot be used (the mirror is then asked without it).
+struct MirrorAuthorization {
+    base: Url,
+    value: Result<HeaderValue, String>,
+}
+
+impl MirrorAuthorization {
+    /// Reads the credentials file (a regular file of at most 4 KiB; its content is never
+    /// shown, only its path).
+    fn read(credentials: &MirrorCredentials) -> Option<Self> {
+        let base = Url::parse(&credentials.base).ok()?;
+        let path = credentials.file.display();
+        let value = crate::fsx::read_bounded_string(&credentials.file, crate::fsx::MIRROR_CREDENTIALS)
+            .map_err(|e| e.to_string())
+            .and_then(|text| mirror_header(text.trim(), credentials.auth))
+            .map_err(|reason| format!("credentials file {path} {reason}"));
+        if let Err(reason) = &value {
+            tracing::warn!(mirror = %redact(base.as_str()), "{reason}; the mirror is asked without credentials");
+        }
+        Some(Self { base, value })
+    }
+
+    /// Whether `url` is this mirror's: its origin, and its base path or below.
+    fn covers(&self, url: &Url) -> bool {
+        let base = self.base.path().trim_end_matches('/');
+        url.origin() == self.base.origin()
+            && (url.path() == base || url.path().strip_prefix(base).is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
+/// The `Authorization` value of a mirror credential, marked sensitive.
+fn mirror_header(credential: &str, auth: MirrorAuth) -> Result<HeaderValue, String> {
+    if credential.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if credential.chars().any(|c| c.is_control() || c == ' ') {
+        return Err("holds more than one word; it must hold the credential alone".to_owned());
+    }
+    let text = match auth {
+        MirrorAuth::Bearer => format!("Bearer {credential}"),
+        MirrorAuth::Basic if !credential.contains(':') => {
+            return Err("must hold user:password (auth = \"basic\")".to_owned());
+        }
+        MirrorAuth::Basic => format!("Basic {}", base64(credential.as_bytes())),
+    };
+    let mut value = HeaderValue::from_str(&text).map_err(|_| "is not a valid header value".to_owned())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Standard base64 with padding (RFC 4648), for `Basic` credentials.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl Http {
@@ -70,6 +142,8 @@ impl Http {
             max_per_host: config.max_connections_per_host,
             downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_parallel_models)),
             hosts: std::sync::Mutex::default(),
+            mirror_auth: config.mirror_credentials.iter().filter_map(MirrorAuthorization::read).collect(),
+            unlike_hub: std::sync::Mutex::default(),
         })
     }
 
@@ -91,11 +165,38 @@ impl Http {
         semaphore.acquire_owned().await.expect("the semaphore is never closed")
     }
 
-    /// The `Authorization` value for `url`: only on the endpoint's own origin (scheme, host and
-    /// port), which also keeps it off plain http unless the endpoint itself is http.
+    /// The `Authorization` value for `url`: a mirror's credential below that mirror's base,
+    /// else the token, only on the endpoint's own origin (scheme, host and port), which also
+    /// keeps it off plain http unless the endpoint itself is http. Redirects are asked anew.
     fn auth_for(&self, url: &Url) -> Option<HeaderValue> {
+        if let Some(mirror) = self.mirror_auth.iter().find(|m| m.covers(url)) {
+            return mirror.value.as_ref().ok().cloned();
+        }
         let token = self.token.as_ref().ok()?.as_ref()?;
         (url.origin() == self.endpoint.origin()).then(|| token.header_value())
+    }
+
+    /// A hint appended to a mirror's 401/403: whether its credentials were sent.
+    fn mirror_hint(&self, url: &Url) -> String {
+        match self.mirror_auth.iter().find(|m| m.covers(url)).map(|m| &m.value) {
+            Some(Ok(_)) => "; check the mirror's credentials file".to_owned(),
+            Some(Err(reason)) => format!("; no credentials were sent because the {reason}"),
+            None => String::new(),
+        }
+    }
+
+    /// Logs, once per endpoint, that `url`'s answer to a resolve lacks what the Hub sends
+    /// (a cache or mirror in front of it may drop `X-Linked-*` or answer 200 where the Hub
+    /// redirects): nothing is checked before the download then, the bytes are still checked.
+    fn note_unlike_hub(&self, url: &Url, how: &str) {
+        let endpoint = url.origin().ascii_serialization();
+        if self.unlike_hub.lock().expect("unlike_hub lock").insert(endpoint.clone()) {
+            tracing::warn!(
+                endpoint = %endpoint,
+                "{endpoint} answers resolves {how}, unlike the Hub: its files' sha256 and size are \
+                 checked after each download only (noted once)"
+            );
+        }
     }
 
     /// A hint appended to 401/403 errors: what is wrong with the token, if anything.
@@ -187,6 +288,20 @@ impl Http {
         let size = text("x-linked-size")
             .or_else(|| if status.is_redirection() { None } else { text("content-length") })
             .and_then(|s| s.parse().ok());
+        let linked = text("x-linked-etag").is_some();
+        let hub_etag = |e: &str| matches!(e.len(), 40 | 64) && e.bytes().all(|b| b.is_ascii_hexdigit());
+        let unlike = if status.is_redirection() && !linked {
+            Some("with a redirect but no X-Linked-Etag")
+        } else if !linked && !etag.as_deref().is_some_and(hub_etag) {
+            Some("without X-Linked-Etag and with no sha256 or git blob id as ETag")
+        } else if size.is_none() {
+            Some("without X-Linked-Size or Content-Length")
+        } else {
+            None
+        };
+        if let Some(how) = unlike {
+            self.note_unlike_hub(&url, how);
+        }
         let location = if status.is_redirection() {
             text("location").and_then(|l| url.join(l).ok()).map_or_else(|| url.to_string(), |u| u.to_string())
         } else {
@@ -221,10 +336,10 @@ impl Http {
         if status == StatusCode::FORBIDDEN && other_origin && final_url.query().is_some() {
             return Err(Cause::Expired { answer: answer(&final_url, &response), again: false }.into());
         }
-        let hint = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !other_origin {
-            self.token_hint()
-        } else {
-            String::new()
+        let hint = match (matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), other_origin) {
+            (true, false) => self.token_hint(),
+            (true, true) => self.mirror_hint(&final_url),
+            (false, _) => String::new(),
         };
         Err(status_error(&final_url, &response, &hint))
     }
@@ -500,6 +615,71 @@ mod tests {
         assert_eq!(normalize_etag("W/\"abc\""), "abc");
         assert_eq!(normalize_etag("\"abc\""), "abc");
         assert_eq!(normalize_etag("abc"), "abc");
+    }
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (text, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
+            assert_eq!(base64(text.as_bytes()), encoded, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_mirror_credential_goes_to_its_origin_below_its_base_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bearer"), "mirror-secret\n").unwrap();
+        std::fs::write(dir.path().join("basic"), "user:pass").unwrap();
+        let text = r#"
+            index = "i.json"
+            endpoint = "https://hub.example"
+            mirrors = [
+                { url = "https://m.example/models/", credentials_file = "bearer" },
+                { url = "http://10.0.0.9:8080", credentials_file = "basic", auth = "basic" },
+                { url = "https://hub.example/mirror", credentials_file = "missing" },
+            ]
+        "#;
+        let config = Config::parse(&dir.path().join("config.toml"), text).unwrap();
+        let http = Http::new(&config, Ok(None)).unwrap();
+        let auth =
+            |url: &str| http.auth_for(&Url::parse(url).unwrap()).map(|v| v.to_str().unwrap().to_owned());
+        let bearer = Some("Bearer mirror-secret".to_owned());
+        assert_eq!(auth("https://m.example/models/abc"), bearer);
+        assert_eq!(auth("https://m.example/models"), bearer);
+        assert_eq!(auth("https://m.example/models/../other/abc"), None, "normalised out of the base");
+        for other in [
+            "https://m.example/modelsX/abc",
+            "https://m.example/other/abc",
+            "http://m.example/models/abc",
+            "https://m.example:8443/models/abc",
+            "https://cdn.example/models/abc",
+        ] {
+            assert_eq!(auth(other), None, "{other}");
+        }
+        assert_eq!(auth("http://10.0.0.9:8080/abc"), Some("Basic dXNlcjpwYXNz".to_owned()));
+        assert_eq!(auth("http://10.0.0.9/abc"), None);
+        assert!(http.auth_for(&Url::parse("https://m.example/models/abc").unwrap()).unwrap().is_sensitive());
+        // An unreadable credentials file: the mirror is asked without it, and its 401 says why.
+        assert_eq!(auth("https://hub.example/mirror/abc"), None);
+        let hint = http.mirror_hint(&Url::parse("https://hub.example/mirror/abc").unwrap());
+        assert!(
+            hint.contains("no credentials were sent because the credentials file")
+                && hint.contains("missing")
+        );
+    }
+
+    #[test]
+    fn a_bad_mirror_credential_is_named_never_shown() {
+        assert!(mirror_header("", MirrorAuth::Bearer).unwrap_err().contains("empty"));
+        assert!(mirror_header("a b", MirrorAuth::Bearer).unwrap_err().contains("more than one word"));
+        let no_colon = mirror_header("s3cr3t", MirrorAuth::Basic).unwrap_err();
+        assert!(no_colon.contains("user:password") && !no_colon.contains("s3cr3t"), "{no_colon}");
     }
 
     #[test]

@@ -204,7 +204,12 @@ async fn bring_file(
                 };
             }
             Err(error) => {
-                tracing::warn!(source = %origin.describe(), file = %file.path, error_kind = error.kind_name(), "{error}");
+                let lied = if error.kind() == Kind::Integrity {
+                    "this source served wrong bytes (not published): "
+                } else {
+                    ""
+                };
+                tracing::warn!(source = %origin.describe(), file = %file.path, error_kind = error.kind_name(), "{lied}{error}");
                 let local = error.kind() == Kind::Local;
                 failures.push((origin.describe(), error));
                 if local {

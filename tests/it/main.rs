@@ -10,6 +10,7 @@ mod e2e;
 mod entry;
 mod faults;
 mod fixture;
+mod fleet;
 mod fuzz_corpus;
 mod hostile;
 mod hubfixture;

@@ -156,6 +156,17 @@ let
     configFile = "/etc/models-fetch/config.toml";
   }).unit;
 
+  # Mirrors as the module's option holds them: a URL, a table with credentials, one without.
+  mirrorsWithCredentials = [
+    "https://plain.example/by-sha256"
+    { url = "https://private.example/models"; credentialsFile = "/run/secrets/mirror"; auth = "basic"; }
+    { url = "https://open.example/models"; credentialsFile = null; auth = "bearer"; }
+  ];
+  withMirrorCredentials = run (good // {
+    mirrors = mirrorsWithCredentials;
+    huggingFace = { enable = true; tokenFile = "/run/secrets/hf"; };
+  });
+
   override = content: { _type = "override"; priority = 1000; inherit content; };
   order = content: { _type = "order"; priority = 500; inherit content; };
 in
@@ -170,6 +181,7 @@ in
         huggingFace = { enable = true; endpoint = "http://hub.internal:8080"; };
         settings = everyOtherKey // { chakra_models.anahata = [ "anahata-heart-v1" ]; };
       }) [ ] "accepts")
+    (case "good-mirror-credentials" (good // { mirrors = mirrorsWithCredentials; }) [ ] "accepts")
     (case "good-seed-index-empty-deploy-set" { } [ ] null)
     (case "good-edge-public-hub"
       {
@@ -219,6 +231,12 @@ in
       null)
     (case "token-in-store" (good // { huggingFace = { enable = true; tokenFile = "${builtins.storeDir}/0000000000000000000000000000000a-hf-token"; }; })
       [ "services.models.huggingFace.tokenFile = \"${builtins.storeDir}/0000000000000000000000000000000a-hf-token\" is inside ${builtins.storeDir}" ]
+      null)
+    (case "mirror-credentials-in-store" (good // { mirrors = [{ url = "https://m.example"; credentialsFile = "${builtins.storeDir}/0000000000000000000000000000000b-mirror"; auth = "bearer"; }]; })
+      [ "services.models.mirrors: the credentialsFile \"${builtins.storeDir}/0000000000000000000000000000000b-mirror\" is inside ${builtins.storeDir}" ]
+      null)
+    (case "mirror-credentials-relative" (good // { mirrors = [{ url = "https://m.example"; credentialsFile = "secrets/m"; auth = "bearer"; }]; })
+      [ "services.models.mirrors: the credentialsFile \"secrets/m\" must be an absolute path." ]
       null)
     (case "token-relative" (good // { huggingFace = { enable = true; tokenFile = "secrets/hf-token"; }; })
       [ "must be an absolute path" ]
@@ -546,6 +564,69 @@ in
         BindReadOnlyPaths = [ "/var/lib/private/models" "/var/lib/private/hf-cache" ];
         failedAssertions = [ ];
       };
+    }
+    {
+      name = "mirror credentials: LoadCredential=mirror-<n> beside hf-token, the config names the credential, never the file";
+      got = {
+        inherit (withMirrorCredentials.unit.serviceConfig) LoadCredential;
+        inherit (withMirrorCredentials.settings) mirrors;
+        inherit (withMirrorCredentials) failedAssertions;
+      };
+      want = {
+        LoadCredential = [ "hf-token:/run/secrets/hf" "mirror-2:/run/secrets/mirror" ];
+        mirrors = [
+          "https://plain.example/by-sha256"
+          { url = "https://private.example/models"; credential = "mirror-2"; auth = "basic"; }
+          "https://open.example/models"
+        ];
+        failedAssertions = [ ];
+      };
+    }
+    {
+      name = "site cache: packaging/nginx-site-cache.conf is what siteCacheConfig renders for the defaults";
+      got = mf.siteCacheConfig mf.siteCacheDefaults;
+      want = builtins.readFile ../../packaging/nginx-site-cache.conf;
+    }
+    {
+      name = "site cache: the settings that change the text reach it; the key excludes the query";
+      got =
+        let
+          text = mf.siteCacheConfig (mf.siteCacheDefaults // {
+            listen = [ "10.0.0.5:8080" "[::]:8080" ];
+            resolvers = [ "127.0.0.53" "10.0.0.1" ];
+            sliceSize = "16m";
+          });
+          has = line: lines text != [ ] && builtins.elem line (map (l: builtins.head (builtins.match " *(.*)" l)) (lines text));
+        in
+        map has [
+          "listen 10.0.0.5:8080;"
+          "listen [::]:8080;"
+          "resolver 127.0.0.53 10.0.0.1 valid=300s;"
+          "slice 16m;"
+          "proxy_cache_key \"sha256=$models_fetch_sha256 $slice_range\";"
+          "proxy_pass_request_headers off;"
+          "error_page 302 = @models_fetch_cdn;"
+        ];
+      want = [ true true true true true true true ];
+    }
+    {
+      name = "site cache: an upstream with a path or without a scheme is refused; no resolver for a hostname is a warning";
+      got = map
+        (s: let c = mf.siteCacheChecks (mf.siteCacheDefaults // s); in { failed = map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions); warned = builtins.length c.warnings; })
+        [{ } { resolvers = [ "127.0.0.53" ]; } { upstream = "http://10.0.0.9:8080"; } { upstream = "https://hub.example/hf"; resolvers = [ "1.1.1.1" ]; } { upstream = "hub.example"; resolvers = [ "1.1.1.1" ]; listen = [ ]; }];
+      want = [
+        { failed = [ ]; warned = 1; }
+        { failed = [ ]; warned = 0; }
+        { failed = [ ]; warned = 0; }
+        { failed = [ "services.models.siteCache.upstream = \"https://hub.example/hf\" must be scheme://host[:port] with no path: nginx would pass a decoded URI, and a revision's %2F would become \"/\"." ]; warned = 0; }
+        {
+          failed = [
+            "services.models.siteCache.upstream = \"hub.example\" must be scheme://host[:port] with no path: nginx would pass a decoded URI, and a revision's %2F would become \"/\"."
+            "services.models.siteCache.listen is empty; name at least one address:port for nginx to listen on."
+          ];
+          warned = 0;
+        }
+      ];
     }
     {
       name = "LoadCredential only with a tokenFile";
