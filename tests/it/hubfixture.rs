@@ -47,6 +47,39 @@ pub(crate) fn python() -> Option<PathBuf> {
 }
 
 /// Runs `python script args` (scrubbed environment) to its end within two minutes.
+/// `check_offline.py` on `cache` for `repo` at revision `main` and `commit`, with `store` as
+/// the model folder and `expect` the files it must hold: its exit status, its JSON report, and
+/// everything it printed.
+pub(crate) fn check_offline(
+    python: &Path,
+    cache: &Path,
+    repo: &str,
+    commit: &str,
+    store: &Path,
+    expect: &Path,
+) -> (bool, Value, String) {
+    let utf8 = |p: &Path| p.to_str().expect("UTF-8").to_owned();
+    let (cache, store, expect) = (utf8(cache), utf8(store), utf8(expect));
+    let args = [
+        "--cache",
+        &cache,
+        "--repo",
+        repo,
+        "--revision",
+        "main",
+        "--commit",
+        commit,
+        "--store",
+        &store,
+        "--expect",
+        &expect,
+    ];
+    let (ok, stdout, stderr) = run_python(python, "check_offline.py", &args);
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("check_offline.py: {e}\n{stdout}{stderr}"));
+    (ok, report, format!("{stdout}{stderr}"))
+}
+
 pub(crate) fn run_python(python: &Path, script: &str, args: &[&str]) -> (bool, String, String) {
     let mut command = Command::new(python);
     command.arg(root().join("tests/models").join(script)).args(args);
@@ -252,24 +285,8 @@ fn real_huggingface_hub_downloads_the_tiny_model_from_the_origin_and_loads_it_of
     let expect = write(dir.path(), "expect.json", &expected_files(&v2).to_string());
     let store_folder = store.join("tiny-bert");
     let check = || {
-        let args = [
-            "--cache",
-            cache.to_str().expect("UTF-8"),
-            "--repo",
-            REPO,
-            "--revision",
-            "main",
-            "--commit",
-            &v2.id,
-            "--store",
-            store_folder.to_str().expect("UTF-8"),
-            "--expect",
-            expect.to_str().expect("UTF-8"),
-        ];
-        let (ok, stdout, stderr) = run_python(&python, "check_offline.py", &args);
-        let report: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("check_offline.py: {e}\n{stdout}{stderr}"));
-        assert_eq!(ok, report["ok"] == true, "exit status and report disagree:\n{stdout}{stderr}");
+        let (ok, report, output) = check_offline(&python, &cache, REPO, &v2.id, &store_folder, &expect);
+        assert_eq!(ok, report["ok"] == true, "exit status and report disagree:\n{output}");
         report
     };
     let report = check();

@@ -8,11 +8,11 @@
 //! Needs the venv `.ci/test` installs (`$HF_PYTHON`, else `.ci/tools/venv/bin/python`); without
 //! either the test says why and passes without checking anything.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::fixture::index::set_entry;
 use crate::fixture::{Site, write};
-use crate::hubfixture::{expected_files, python, repo_of, run_python, tiny_model};
+use crate::hubfixture::{check_offline, expected_files, python, repo_of, tiny_model};
 
 const REPO: &str = "test-org/tiny-bert";
 const ID: &str = "ajna-tiny-bert";
@@ -32,24 +32,8 @@ fn the_tiny_real_model_synced_as_a_set_loads_offline_from_the_cache_and_the_stor
 
     let expect = write(site.dir(), "expect.json", &expected_files(&commit).to_string());
     let (cache, store_folder) = (site.cache(), planned.model_path.clone());
-    let args = [
-        "--cache",
-        cache.to_str().expect("UTF-8"),
-        "--repo",
-        REPO,
-        "--revision",
-        "main",
-        "--commit",
-        &commit.id,
-        "--store",
-        store_folder.to_str().expect("UTF-8"),
-        "--expect",
-        expect.to_str().expect("UTF-8"),
-    ];
-    let (ok, stdout, stderr) = run_python(&python, "check_offline.py", &args);
-    let report: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("check_offline.py: {e}\n{stdout}{stderr}"));
-    assert!(ok && report["ok"] == true, "check_offline.py failed:\n{report:#}\n{stderr}");
+    let (ok, report, output) = check_offline(&python, &cache, REPO, &commit.id, &store_folder, &expect);
+    assert!(ok && report["ok"] == true, "check_offline.py failed:\n{report:#}\n{output}");
     assert_eq!(report["commit"], json!(commit.id));
     let checks = report["checks"].as_array().expect("checks");
     for needed in [
