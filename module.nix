@@ -300,11 +300,19 @@ in
     settings = mkOption {
       type = (pkgs.formats.json { }).type;
       default = defaults.settings;
-      example = { max_parallel_models = 4; stall_timeout = "1m"; rehash_interval = "7d"; };
+      example = { max_parallel_models = 4; stall_timeout = "1m"; keep_previous = 2; };
       description = ''
         Further keys of the daemon's config file (README.md, "The config file"), merged over
         the ones the options above set; a `null` leaves a key at the daemon's default. Never
         `token_file`: use huggingFace.tokenFile.
+
+        Among them, what happens to versions no longer deployed: `keep_previous` (default 1)
+        versions are kept per model besides the published one, so a
+        `nixos-rebuild switch --rollback` to the previous index publishes from disk without a
+        download; `0` keeps none. `prune` (default true): remove, after every pass and reload,
+        what is neither deployed nor kept (only what models-fetch wrote), and give kept
+        versions back when a download would otherwise be refused for lack of space; `false`
+        removes nothing automatically (`models-fetch gc` still does).
       '';
     };
 

@@ -148,6 +148,15 @@ pub struct Config {
     /// per-model state and bytes.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
+    /// Versions kept per model besides the published one (an update's old version, a removed
+    /// model's last one), so a rollback publishes from disk; `0` keeps none.
+    #[serde(default = "default_keep_previous")]
+    pub keep_previous: usize,
+    /// Remove what is no longer deployed nor kept (after every pass, and to make room before
+    /// a download is refused for lack of space); `false` removes nothing automatically
+    /// (`models-fetch gc` still does).
+    #[serde(default = "yes")]
+    pub prune: bool,
 }
 
 /// One `mirrors` entry: `"https://..."`, or `{ url = "...", credentials_file = "...", auth =
@@ -264,6 +273,10 @@ fn default_max_parallel_models() -> usize {
 
 fn default_max_parallel_files() -> usize {
     4
+}
+
+fn default_keep_previous() -> usize {
+    1
 }
 
 fn default_cache_dir() -> PathBuf {

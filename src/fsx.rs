@@ -95,6 +95,8 @@ pub const STAMP: Limit = Limit { bytes: 64 << 10, what: "a stamp" };
 pub const SIDECAR: Limit = Limit { bytes: 16 << 20, what: "a byte-range sidecar" };
 /// A Hub ref (`refs/main`): a 40-character commit.
 pub const REF: Limit = Limit { bytes: 4 << 10, what: "a Hub ref" };
+/// A version record (`.models-fetch/versions/{id}/{key}.json`): every file of one version.
+pub const VERSION: Limit = Limit { bytes: 16 << 20, what: "a version record" };
 /// A lock file: the holder's pid.
 pub const LOCK: Limit = Limit { bytes: 4 << 10, what: "a lock file" };
 
@@ -103,8 +105,8 @@ pub const MIRROR_CREDENTIALS: Limit = Limit { bytes: 4 << 10, what: "a mirror cr
 
 /// Every limit, for the documentation's table and its test.
 #[cfg(test)]
-pub const LIMITS: [Limit; 10] =
-    [CONFIG, INDEX, TOKEN, CA_FILE, STATE, STAMP, SIDECAR, REF, LOCK, MIRROR_CREDENTIALS];
+pub const LIMITS: [Limit; 11] =
+    [CONFIG, INDEX, TOKEN, CA_FILE, STATE, STAMP, SIDECAR, REF, VERSION, LOCK, MIRROR_CREDENTIALS];
 
 /// What a path names when it is not a regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

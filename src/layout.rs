@@ -29,6 +29,8 @@ const STATE_DIR: &str = ".models-fetch";
 const BY_CHAKRA: &str = "by-chakra";
 /// The folder of the model trees inside the state folder.
 const TREES: &str = "trees";
+/// The folder of the version records inside the state folder.
+const VERSIONS: &str = "versions";
 /// What a partial download adds to its blob's name.
 const PARTIAL_SUFFIX: &str = ".models-fetch.incomplete";
 /// What a byte-range sidecar adds to its partial file's name.
@@ -191,12 +193,36 @@ impl Layout {
 
     /// The model's folder as consumers name it, `{store_dir}/{id}`: a symlink to its tree.
     pub fn model_link(&self, item: &Item) -> PathBuf {
-        self.store_dir.join(item.id.as_str())
+        self.model_link_of(item.id.as_str())
+    }
+
+    /// The model's folder of model `id`.
+    pub fn model_link_of(&self, id: &str) -> PathBuf {
+        self.store_dir.join(id)
     }
 
     /// The trees of one model, `{store_dir}/.models-fetch/trees/{id}`.
     pub fn trees(&self, item: &Item) -> PathBuf {
-        self.state_dir().join(TREES).join(item.id.as_str())
+        self.trees_of(item.id.as_str())
+    }
+
+    /// The trees of model `id`.
+    pub fn trees_of(&self, id: &str) -> PathBuf {
+        self.all_trees().join(id)
+    }
+
+    /// The tree of model `id` whose key is `key`.
+    pub fn tree_of(&self, id: &str, key: &str) -> PathBuf {
+        self.trees_of(id).join(key)
+    }
+
+    /// Whether `path`, a blob a record names, lies where this layout keeps blobs (the Hub cache
+    /// or the state folder's `blobs`): a record of another `cache_dir` is never acted on.
+    pub fn holds_blob(&self, path: &Path) -> bool {
+        let in_state = path.parent() == Some(self.state_dir().join("blobs").as_path());
+        let in_cache = path.starts_with(&self.cache_dir)
+            && path.parent().and_then(Path::file_name).is_some_and(|n| n == "blobs");
+        in_state || in_cache
     }
 
     /// The key of the model's tree: a digest of its file set and of where its blobs are, so
@@ -207,6 +233,37 @@ impl Layout {
         text.push_str(&self.blob_dir(item).to_string_lossy());
         let digest = crate::digest::hash_reader(text.as_bytes()).expect("hashing memory cannot fail").0;
         digest.as_str()[..32].to_owned()
+    }
+
+    /// The folder of every model's trees, `{store_dir}/.models-fetch/trees`.
+    pub fn all_trees(&self) -> PathBuf {
+        self.state_dir().join(TREES)
+    }
+
+    /// The tree key `link`, a model's folder as found in `store_dir`, points at, when it is a
+    /// link to one of `id`'s trees (`.models-fetch/trees/{id}/{key}`); `None` for anything else
+    /// (a user's file, a folder, another target).
+    pub fn linked_tree_key(link: &Path, id: &str) -> Option<String> {
+        let target = std::fs::read_link(link).ok()?;
+        let key = target.strip_prefix(Path::new(STATE_DIR).join(TREES).join(id)).ok()?;
+        let key = key.to_str().filter(|k| !k.is_empty() && !k.contains('/') && !k.starts_with('.'))?;
+        Some(key.to_owned())
+    }
+
+    /// The folder of the version records, `{store_dir}/.models-fetch/versions`: one folder per
+    /// model id, one record per version published (`{key}.json`).
+    pub fn versions_dir(&self) -> PathBuf {
+        self.state_dir().join(VERSIONS)
+    }
+
+    /// The record of the version of model `id` whose tree key is `key`.
+    pub fn version_record(&self, id: &str, key: &str) -> PathBuf {
+        self.versions_dir().join(id).join(format!("{key}.json"))
+    }
+
+    /// The folder of chakra links, `{store_dir}/by-chakra`.
+    pub fn by_chakra(&self) -> PathBuf {
+        self.store_dir.join(BY_CHAKRA)
     }
 
     /// The model's folder: `{store_dir}/.models-fetch/trees/{id}/{key}`, every file under its
@@ -248,7 +305,12 @@ impl Layout {
 
     /// What the chakra link points at: `../../{id}`, the model's folder.
     pub fn chakra_target(item: &Item) -> PathBuf {
-        PathBuf::from("../..").join(item.id.as_str())
+        Self::chakra_target_of(item.id.as_str())
+    }
+
+    /// What a chakra link of model `id` points at.
+    pub fn chakra_target_of(id: &str) -> PathBuf {
+        PathBuf::from("../..").join(id)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Data flows one way, one module per stage:
 //! `config` (the daemon's TOML) -> `index` (the model index and its schema) -> `plan` (what to
 //! fetch, as `item`s) -> fetch -> verify -> publish -> report; `layout` says where every file
-//! lives. `digest` holds the SHA-256 type and streaming hashing; `cli` is the command-line glue.
+//! lives; `lifecycle` records what was published and gives back what is no longer needed. `digest` holds the SHA-256 type and streaming hashing; `cli` is the command-line glue.
 //!
 //! Nothing here is a library for others: every module is `pub(crate)`. The binary enters
 //! through [`run`]; the fuzz targets (`fuzz/`, and their corpus replayed by `tests/it`) reach
@@ -21,6 +21,7 @@ pub(crate) mod hub;
 pub(crate) mod index;
 pub(crate) mod item;
 pub(crate) mod layout;
+pub(crate) mod lifecycle;
 pub(crate) mod pin;
 pub(crate) mod plan;
 pub(crate) mod publish;

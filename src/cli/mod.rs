@@ -3,6 +3,7 @@
 
 mod edit;
 mod entry;
+mod gc;
 mod index_lock;
 mod lock;
 mod plan;
@@ -61,6 +62,9 @@ enum Command {
     Status(status::Args),
     /// Block until models are published and verified (for consumer units).
     Wait(wait::Args),
+    /// Remove what is no longer deployed nor kept (`keep_previous`), as the daemon does after
+    /// every pass; only what models-fetch wrote.
+    Gc(gc::Args),
 }
 
 /// The config file flag shared by the subcommands that read the daemon's config.
@@ -95,6 +99,7 @@ impl Cli {
             Command::Run(args) => run::run(&args),
             Command::Status(args) => status::run(&args),
             Command::Wait(args) => wait::run(&args),
+            Command::Gc(args) => gc::run(&args),
         }
     }
 }
@@ -168,6 +173,16 @@ impl From<PlanErrors> for Failure {
     fn from(e: PlanErrors) -> Self {
         Self::new(Status::Config, e)
     }
+}
+
+/// The cache lock of `layout`, so no other instance works on the same directories: held by
+/// another one is a temporary failure (75), an I/O error 74.
+fn cache_lock(layout: &crate::layout::Layout) -> Result<crate::publish::lock::CacheLock, Failure> {
+    use crate::publish::lock::{CacheLock, LockError};
+    CacheLock::acquire(&layout.lock_paths()).map_err(|e| match e {
+        LockError::Held { .. } => Failure::new(Status::TempFail, e),
+        LockError::Io { .. } => Failure::new(Status::IoErr, e),
+    })
 }
 
 /// The runtime of `sync` and `run`: one thread. Receiving is light (the hashing and writing

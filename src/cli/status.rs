@@ -1,5 +1,6 @@
 //! `models-fetch status [--config FILE] [--json]`: every deployed model's state, size, path and
-//! last error, from the daemon's state file and the disk, and the daemon's pid.
+//! last error, from the daemon's state file and the disk, and the daemon's pid; each model's
+//! kept previous versions, and those of models no longer deployed (from their records).
 
 use bytesize::ByteSize;
 use serde::Serialize;
@@ -7,6 +8,7 @@ use serde::Serialize;
 use super::{ConfigArg, Failure, Status};
 use crate::daemon::state::{ModelState, Phase, StateFile};
 use crate::layout::Layout;
+use crate::lifecycle::{self, record::Version};
 use crate::plan::plan;
 use crate::publish::{self, State};
 
@@ -29,6 +31,52 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     state_file_error: Option<String>,
     models: Vec<Row>,
+    /// Models no longer deployed whose versions are kept (their links are gone).
+    removed: Vec<Removed>,
+}
+
+/// A kept version that is not its model's published one.
+#[derive(Serialize)]
+struct Previous {
+    version: String,
+    commit: Option<String>,
+    size_bytes: u64,
+    files: usize,
+    /// When it last was the published version (Unix seconds).
+    published_at: u64,
+    tree: String,
+}
+
+impl Previous {
+    fn of(v: &Version) -> Self {
+        Self {
+            version: v.version.clone(),
+            commit: v.commit.clone(),
+            size_bytes: v.size_bytes(),
+            files: v.files.len(),
+            published_at: lifecycle::record::seconds(v.seq),
+            tree: v.key.clone(),
+        }
+    }
+
+    fn line(&self) -> String {
+        let commit =
+            self.commit.as_deref().map_or(String::new(), |c| format!(", commit {}", &c[..c.len().min(12)]));
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.published_at);
+        format!(
+            "previous: version {}{commit}, {} files, {}, last published {}",
+            self.version,
+            self.files,
+            ByteSize(self.size_bytes).display().iec(),
+            humantime::format_rfc3339_seconds(when)
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct Removed {
+    id: String,
+    previous: Vec<Previous>,
 }
 
 #[derive(Serialize)]
@@ -44,6 +92,8 @@ struct Row {
     path: String,
     last_error: Option<String>,
     error_kind: Option<String>,
+    /// Kept previous versions, oldest first.
+    previous: Vec<Previous>,
 }
 
 pub(super) fn run(args: &Args) -> Result<Status, Failure> {
@@ -60,6 +110,7 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         }
     };
     let daemon_pid = file.as_ref().map(|f| f.pid).filter(|pid| alive(*pid));
+    let mut previous = lifecycle::previous(&layout, &plan.items);
     let rows: Vec<Row> = plan
         .items
         .iter()
@@ -89,6 +140,12 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
                 path: layout.store_path(item).display().to_string(),
                 last_error: current.and_then(|m| m.last_error.clone()).filter(|_| state == Phase::Failed),
                 error_kind: current.and_then(|m| m.error_kind.clone()).filter(|_| state == Phase::Failed),
+                previous: previous
+                    .remove(item.id.as_str())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Previous::of)
+                    .collect(),
             }
         })
         .collect();
@@ -97,6 +154,14 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         daemon_status: file.filter(|_| daemon_pid.is_some()).map(|f| f.status),
         state_file_error,
         models: rows,
+        removed: {
+            let mut removed: Vec<Removed> = previous
+                .into_iter()
+                .map(|(id, versions)| Removed { id, previous: versions.iter().map(Previous::of).collect() })
+                .collect();
+            removed.sort_by(|a, b| a.id.cmp(&b.id));
+            removed
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(Status::IoErr, e))?);
@@ -121,6 +186,15 @@ pub(super) fn run(args: &Args) -> Result<Status, Failure> {
         );
         let files = format!("{}/{}", row.files_done, row.files);
         println!("{:width$}  {state:11}  {files:>7}  {bytes:>21}  {detail}", row.id);
+        for kept in &row.previous {
+            println!("{:width$}  {}", "", kept.line());
+        }
+    }
+    for gone in &report.removed {
+        println!("{}: no longer deployed, kept until gc:", gone.id);
+        for kept in &gone.previous {
+            println!("  {}", kept.line());
+        }
     }
     Ok(Status::Success)
 }

@@ -7,7 +7,6 @@ use super::{ConfigArg, Failure, Status};
 use crate::fetch::Kind;
 use crate::layout::Layout;
 use crate::plan::plan;
-use crate::publish::lock::{CacheLock, LockError};
 use crate::report;
 use crate::sync::{Engine, Outcome, Reporter};
 
@@ -20,21 +19,25 @@ pub(super) struct Args {
 pub(super) fn run(args: &Args) -> Result<Status, Failure> {
     let (config, index) = args.config.load()?;
     let plan = plan(&config, &index)?;
-    let _lock = CacheLock::acquire(&Layout::new(&config).lock_paths()).map_err(|e| match e {
-        LockError::Held { .. } => Failure::new(Status::TempFail, e),
-        LockError::Io { .. } => Failure::new(Status::IoErr, e),
-    })?;
+    let _lock = super::cache_lock(&Layout::new(&config))?;
     if !config.verify_checksums {
         tracing::warn!(
             "verify_checksums = false: files already on disk that models-fetch did not verify are trusted by size; downloads are still verified"
         );
     }
     let reporter: Arc<dyn Reporter> = report::for_stderr().into();
-    let engine =
-        Engine::new(&config, reporter).map_err(|e| Failure::new(Status::Config, anyhow::anyhow!(e)))?;
+    let engine = Engine::new(&config, reporter)
+        .map_err(|e| Failure::new(Status::Config, anyhow::anyhow!(e)))?
+        .deploying(&plan);
     let runtime = super::runtime()?;
     let outcomes = runtime.block_on(engine.sync(&plan));
     println!("{}", report::summary(engine.layout(), &plan.items, &outcomes));
+    if config.prune {
+        let removed = crate::lifecycle::gc(engine.layout(), &plan.items, config.keep_previous, false);
+        if !removed.is_empty() {
+            print!("{}", super::gc::render(&removed, false));
+        }
+    }
 
     let failed: Vec<String> = plan
         .items

@@ -4,6 +4,7 @@
 //! everything and applies the difference (downloads still wanted keep running); SIGTERM stops
 //! within seconds, partial files kept for resume.
 
+mod gc;
 pub mod notify;
 pub mod state;
 mod writer;
@@ -58,7 +59,7 @@ impl Generation {
         let index = Index::load(&config.index)?;
         let plan = plan(&config, &index)?;
         let reporter: Arc<dyn Reporter> = shared.clone();
-        let engine = Engine::new(&config, reporter).map_err(DaemonError::Setup)?;
+        let engine = Engine::new(&config, reporter).map_err(DaemonError::Setup)?.deploying(&plan);
         Ok(Self { config, items: plan.items, engine: Arc::new(engine) })
     }
 }
@@ -67,6 +68,7 @@ impl Generation {
 struct Shared {
     models: Mutex<BTreeMap<String, ModelState>>,
     rates: Mutex<HashMap<String, (Instant, u64)>>,
+    gc: Arc<gc::Collector>,
 }
 
 impl Shared {
@@ -116,6 +118,8 @@ struct TaskSettings {
     engine: Arc<Engine>,
     recheck: Duration,
     rehash: Option<Duration>,
+    keep_previous: usize,
+    prune: bool,
 }
 
 impl TaskSettings {
@@ -124,6 +128,8 @@ impl TaskSettings {
             engine: generation.engine.clone(),
             recheck: generation.config.recheck_interval,
             rehash: generation.config.rehash_interval.filter(|_| generation.config.verify_checksums),
+            keep_previous: generation.config.keep_previous,
+            prune: generation.config.prune,
         })
     }
 }
@@ -157,7 +163,8 @@ struct Task {
 /// Runs the service until SIGTERM/SIGINT. Errors before READY are returned (the caller maps
 /// them to exit statuses); after READY, failures are per model and the service keeps running.
 pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<(), DaemonError> {
-    let shared = Arc::new(Shared { models: Mutex::default(), rates: Mutex::default() });
+    let shared =
+        Arc::new(Shared { models: Mutex::default(), rates: Mutex::default(), gc: Default::default() });
     let mut generation = Generation::load(&config_path, &shared)?;
     let mut layout = generation.engine.layout().clone();
     let mut lock = CacheLock::acquire(&layout.lock_paths())?;
@@ -186,7 +193,9 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
     let (settings, _) = tokio::sync::watch::channel(TaskSettings::of(&generation));
     let mut tasks: HashMap<String, Task> = HashMap::new();
     spawn_missing(&mut tasks, &generation, &shared, &settings);
-    let mut last_written: Option<(String, BTreeMap<String, ModelState>)> = None;
+    let gc_task = gc::spawn(shared.gc.clone(), settings.subscribe());
+    shared.gc.wake();
+    let mut last_written: Option<Written> = None;
 
     loop {
         tokio::select! {
@@ -218,6 +227,7 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
                         generation = next;
                         settings.send_replace(TaskSettings::of(&generation));
                         spawn_missing(&mut tasks, &generation, &shared, &settings);
+                        shared.gc.wake();
                         let status = status_line(&shared.models.lock().expect("models lock"));
                         tracing::info!(models = generation.items.len(), "reloaded: {status}");
                         notifier.ready(&status);
@@ -232,6 +242,7 @@ pub async fn run(config_path: PathBuf, notifier: Arc<dyn Notifier>) -> Result<()
 
     notifier.stopping();
     tracing::info!("stopping; partial downloads are kept for resume");
+    gc_task.abort();
     for task in tasks.values() {
         task.handle.abort();
     }
@@ -330,6 +341,7 @@ async fn model_task(
                     m.next_attempt_at = None;
                     m.ready_at.get_or_insert(unix_now());
                 });
+                shared.gc.wake();
                 recheck
             }
             Outcome::Failed { kind, reason, symptom } => {
@@ -393,6 +405,10 @@ async fn rehash_one(engine: &Engine, item: &Item) {
     .await;
 }
 
+/// What was last handed to the writer: the status line, the models, and the cache's size and
+/// bytes given back.
+type Written = (String, BTreeMap<String, ModelState>, (u64, u64));
+
 /// Sends STATUS and hands the state and metrics files to the writer when something changed.
 fn publish_state(
     shared: &Shared,
@@ -400,15 +416,17 @@ fn publish_state(
     notifier: &Arc<dyn Notifier>,
     writer: &Writer,
     started_at: u64,
-    last: &mut Option<(String, BTreeMap<String, ModelState>)>,
+    last: &mut Option<Written>,
 ) {
     let models = shared.models.lock().expect("models lock").clone();
     let status = status_line(&models);
-    let changed = last.as_ref().is_none_or(|(s, m)| *s != status || !same_ignoring_time(m, &models));
+    let sizes = (shared.gc.cache_bytes(), crate::lifecycle::reclaimed_total());
+    let changed =
+        last.as_ref().is_none_or(|(s, m, z)| *s != status || *z != sizes || !same_ignoring_time(m, &models));
     if !changed {
         return;
     }
-    if last.as_ref().is_none_or(|(s, _)| *s != status) {
+    if last.as_ref().is_none_or(|(s, _, _)| *s != status) {
         notifier.status(&status);
     }
     let file = StateFile {
@@ -417,13 +435,15 @@ fn publish_state(
         updated_at: unix_now(),
         status: status.clone(),
         models: models.clone(),
+        cache_bytes: shared.gc.cache_bytes(),
+        reclaimed_bytes_total: crate::lifecycle::reclaimed_total(),
     };
     writer.send(Snapshot {
         file,
         state_path: generation.engine.layout().state_file(),
         metrics_path: generation.config.metrics_file.clone(),
     });
-    *last = Some((status, models));
+    *last = Some((status, models, sizes));
 }
 
 fn same_ignoring_time(a: &BTreeMap<String, ModelState>, b: &BTreeMap<String, ModelState>) -> bool {

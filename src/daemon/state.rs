@@ -111,6 +111,12 @@ pub struct StateFile {
     /// The daemon's `STATUS=` line.
     pub status: String,
     pub models: BTreeMap<String, ModelState>,
+    /// Bytes in the Hub cache and the state folder's blobs, at the last gc.
+    #[serde(default)]
+    pub cache_bytes: u64,
+    /// Bytes the daemon's gc and the disk-pressure valve gave back since it started.
+    #[serde(default)]
+    pub reclaimed_bytes_total: u64,
 }
 
 impl StateFile {
@@ -177,7 +183,8 @@ pub fn status_line(models: &BTreeMap<String, ModelState>) -> String {
 }
 
 /// The Prometheus textfile: per-model readiness, bytes and failure.
-pub fn metrics(models: &BTreeMap<String, ModelState>) -> String {
+pub fn metrics(file: &StateFile) -> String {
+    let models = &file.models;
     let mut out = String::new();
     let mut family = |name: &str, help: &str, value: &dyn Fn(&ModelState) -> String| {
         let _ = writeln!(out, "# HELP models_fetch_{name} {help}\n# TYPE models_fetch_{name} gauge");
@@ -197,6 +204,16 @@ pub fn metrics(models: &BTreeMap<String, ModelState>) -> String {
     family("model_size_bytes", "Size of the model's files per the index.", &|m| m.size_bytes.to_string());
     family("model_files", "Files of the model per the index.", &|m| m.files.to_string());
     family("model_files_done", "Files of the model verified and in place.", &|m| m.files_done.to_string());
+    let _ = writeln!(
+        out,
+        "# HELP models_fetch_cache_bytes Bytes the cache holds (the Hub cache and models-fetch's own blobs).\n# TYPE models_fetch_cache_bytes gauge\nmodels_fetch_cache_bytes {}",
+        file.cache_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP models_fetch_reclaimed_bytes_total Bytes given back by removing versions no longer deployed nor kept.\n# TYPE models_fetch_reclaimed_bytes_total counter\nmodels_fetch_reclaimed_bytes_total {}",
+        file.reclaimed_bytes_total
+    );
     let _ = writeln!(
         out,
         "# HELP models_fetch_last_update_timestamp_seconds When this file was written.\n# TYPE models_fetch_last_update_timestamp_seconds gauge\nmodels_fetch_last_update_timestamp_seconds {}",
@@ -276,8 +293,24 @@ mod tests {
     fn metrics_have_a_line_per_model() {
         let mut models = BTreeMap::new();
         models.insert("m1".to_owned(), model(Phase::Ready, 5, 5));
-        let text = metrics(&models);
+        let file = StateFile {
+            pid: 1,
+            started_at: 0,
+            updated_at: 0,
+            status: String::new(),
+            models,
+            cache_bytes: 7,
+            reclaimed_bytes_total: 3,
+        };
+        let text = metrics(&file);
         assert!(text.contains("models_fetch_model_ready{model=\"m1\"} 1\n"), "{text}");
+        assert!(text.contains("models_fetch_cache_bytes 7\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE models_fetch_reclaimed_bytes_total counter\nmodels_fetch_reclaimed_bytes_total 3\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("models_fetch_model_size_bytes{model=\"m1\"} 5\n"), "{text}");
         assert!(text.contains("# TYPE models_fetch_model_failed gauge"), "{text}");
     }

@@ -94,7 +94,7 @@ impl Drop for Writer {
 /// The metrics first, then the state file: a reader that sees a state sees metrics as new.
 fn write(snapshot: &Snapshot) {
     if let Some(path) = &snapshot.metrics_path
-        && let Err(e) = fsx::write_atomic(path, metrics(&snapshot.file.models).as_bytes())
+        && let Err(e) = fsx::write_atomic(path, metrics(&snapshot.file).as_bytes())
     {
         tracing::warn!(metrics_file = %path.display(), "cannot write the metrics file: {e}");
     }
@@ -116,6 +116,8 @@ mod tests {
             updated_at: n,
             status: format!("snapshot {n}"),
             models: Default::default(),
+            cache_bytes: 0,
+            reclaimed_bytes_total: 0,
         };
         Snapshot { file, state_path: PathBuf::from("/nonexistent/state.json"), metrics_path: None }
     }

@@ -138,8 +138,8 @@ pub fn restamp(layout: &Layout, item: &Item, file: &ItemFile, commit: Option<&st
 /// the snapshot links of `commit`, the model's tree, `refs/{revision}`, then the one rename of
 /// `{store_dir}/{id}` onto the tree, so a reader sees the old complete model or the new
 /// complete one; then the chakra link. Without a commit (a file from a mirror only, never
-/// resolved on the Hub) the Hub snapshot and ref are left out. Trees older than the one
-/// replaced are removed.
+/// resolved on the Hub) the Hub snapshot and ref are left out. The tree replaced stays: what
+/// goes, and when, is the lifecycle's (`crate::lifecycle`).
 pub fn link(layout: &Layout, item: &Item, commit: Option<&str>) -> io::Result<()> {
     let cache = layout.cache_dir();
     if let Some(hub) = item.hub() {
@@ -162,13 +162,11 @@ pub fn link(layout: &Layout, item: &Item, commit: Option<&str>) -> io::Result<()
             fsx::write_atomic(&reference, commit.as_bytes())?;
         }
     }
-    let previous = switch_model_link(layout, item)?;
+    switch_model_link(layout, item)?;
     let store = layout.store_dir();
     let chakra_link = layout.chakra_link(item);
     fsx::ensure_dir_within(store, chakra_link.parent().unwrap_or(store))?;
-    fsx::replace_symlink(&Layout::chakra_target(item), &chakra_link)?;
-    prune_trees(layout, item, previous.as_deref());
-    Ok(())
+    fsx::replace_symlink(&Layout::chakra_target(item), &chakra_link)
 }
 
 /// Builds the model's tree unless it is complete: every file's link made in a temp folder
@@ -211,15 +209,11 @@ fn build_tree(layout: &Layout, item: &Item) -> io::Result<()> {
     built
 }
 
-/// Points `{store_dir}/{id}` at the model's tree in one rename; returns the tree it pointed at
-/// before (its name in `trees/{id}/`), if any. An install of the layout before trees (a real
+/// Points `{store_dir}/{id}` at the model's tree in one rename. An install of the layout before trees (a real
 /// folder holding `{filename}` links) is exchanged with the link in one step, then removed.
-fn switch_model_link(layout: &Layout, item: &Item) -> io::Result<Option<String>> {
+fn switch_model_link(layout: &Layout, item: &Item) -> io::Result<()> {
     let (link, target) = (layout.model_link(item), layout.model_link_target(item));
-    let current = std::fs::symlink_metadata(&link);
-    let previous =
-        std::fs::read_link(&link).ok().and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
-    match current {
+    match std::fs::symlink_metadata(&link) {
         Ok(meta) if meta.is_dir() => {
             let temp = fsx::temp_beside(&link);
             std::os::unix::fs::symlink(&target, &temp)?;
@@ -243,21 +237,7 @@ fn switch_model_link(layout: &Layout, item: &Item) -> io::Result<Option<String>>
         }
         _ => fsx::replace_symlink(&target, &link)?,
     }
-    Ok(previous)
-}
-
-/// Removes every tree of the model but the current one and `previous` (a reader that resolved
-/// the model's link just before it moved still finds its files).
-fn prune_trees(layout: &Layout, item: &Item, previous: Option<&str>) {
-    let current = layout.tree_key(item);
-    let Ok(entries) = std::fs::read_dir(layout.trees(item)) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == current || Some(name.as_str()) == previous || name.starts_with('.') {
-            continue;
-        }
-        let _ = fsx::remove_any(&entry.path());
-    }
+    Ok(())
 }
 
 /// Creates the folder of `item`'s blobs and partial files, every level a real directory.
@@ -281,6 +261,9 @@ pub fn sweep(layout: &Layout, items: &[Item]) {
         if let Some(reference) = layout.reference(item) {
             dirs.extend(reference.parent().map(Path::to_path_buf));
         }
+    }
+    for item in items {
+        dirs.push(layout.versions_dir().join(item.id.as_str()));
     }
     dirs.push(layout.stamps_dir());
     dirs.push(layout.state_dir());

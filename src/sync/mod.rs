@@ -76,10 +76,15 @@ pub struct Engine {
     verify_existing: bool,
     /// Files of one model downloaded at once.
     max_parallel_files: usize,
+    /// Whether kept versions may be given back to make room (`prune`).
+    prune: bool,
+    /// Every deployed model (the whole plan, not only the one being fetched): what the
+    /// disk-pressure valve must never take.
+    deployed: Arc<Vec<Item>>,
     reporter: Arc<dyn Reporter>,
-    /// One model at a time per blob: two ids may name the same file, and must not write the
-    /// same partial file at once.
-    blobs: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// One model at a time per sha256: two ids may name the same file, and must not write the
+    /// same partial file at once; the same bytes in two repositories are fetched once.
+    blobs: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Engine {
@@ -101,13 +106,26 @@ impl Engine {
             mirrors_first: config.mirrors_first,
             verify_existing: config.verify_checksums,
             max_parallel_files: config.max_parallel_files,
+            prune: config.prune,
+            deployed: Arc::default(),
             reporter,
             blobs: std::sync::Mutex::default(),
         })
     }
 
+    /// The engine for the models of `plan`, all of them deployed.
+    pub fn deploying(mut self, plan: &Plan) -> Self {
+        self.deployed = Arc::new(plan.items.clone());
+        self
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The deployed models (`deploying`).
+    pub fn deployed(&self) -> Arc<Vec<Item>> {
+        self.deployed.clone()
     }
 
     /// Brings every model of `plan` to published, as far as it can; one outcome per item, in

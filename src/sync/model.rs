@@ -20,6 +20,7 @@ use crate::fetch::{self, FetchError, Kind, Origin, Symptom};
 use crate::index::Source;
 use crate::item::{Item, ItemFile};
 use crate::layout::Layout;
+use crate::lifecycle::{self, PublishError};
 use crate::publish::{self, FileState, State};
 use crate::verify::Expected;
 
@@ -45,7 +46,10 @@ pub(super) async fn bring(engine: &Engine, item: &Item) -> Outcome {
     let (layout, copy) = (engine.layout.clone(), item.clone());
     let on_disk = tokio::task::spawn_blocking(move || publish::state(&layout, &copy)).await;
     match on_disk {
-        Ok(State::Published) => return Outcome::Published { fetched: None },
+        Ok(State::Published) => {
+            record_published(engine, item).await;
+            return Outcome::Published { fetched: None };
+        }
         Ok(State::NeedsLinks { commit }) => {
             return match link(engine, item, commit).await {
                 Ok(()) => Outcome::Published { fetched: None },
@@ -58,7 +62,6 @@ pub(super) async fn bring(engine: &Engine, item: &Item) -> Outcome {
     if let Err(e) = publish::prepare_item(&engine.layout, item) {
         return local(format!("cannot create the cache folder: {e}"), Symptom::of_io(&e));
     }
-    let repos = hub_repos(engine.layout.cache_dir());
     let slot = ModelSlot::default();
     let positions: Vec<AtomicU64> = item.files.iter().map(|_| AtomicU64::new(0)).collect();
     let (done, started_reported, stop) =
@@ -74,7 +77,7 @@ pub(super) async fn bring(engine: &Engine, item: &Item) -> Outcome {
     let results: Vec<(usize, Option<Result<Got, FileFailure>>)> = futures_util::stream::iter(order)
         .map(|i| {
             let file = &item.files[i];
-            let (position, slot, repos) = (&positions[i], &slot, &repos);
+            let (position, slot) = (&positions[i], &slot);
             let (done, started_reported, stop) = (&done, &started_reported, &stop);
             async move {
                 if stop.load(Ordering::Relaxed) {
@@ -82,7 +85,7 @@ pub(super) async fn bring(engine: &Engine, item: &Item) -> Outcome {
                     return (i, None);
                 }
                 let progress = |at| report(position, at);
-                let got = bring_file(engine, item, file, repos, slot, &progress, started_reported).await;
+                let got = bring_file(engine, item, file, slot, &progress, started_reported).await;
                 match &got {
                     Ok(_) => {
                         report(position, file.size_bytes);
@@ -140,23 +143,25 @@ async fn bring_file(
     engine: &Engine,
     item: &Item,
     file: &ItemFile,
-    repos: &[PathBuf],
     slot: &ModelSlot,
     progress: &(dyn Fn(u64) + Sync),
     started_reported: &AtomicBool,
 ) -> Result<Got, FileFailure> {
-    // One writer per blob: two models may name the same file, and must not write the same
-    // partial file at once.
+    // One writer per sha256: two models may name the same file (the same partial file), or
+    // the same bytes in two repositories; the second waits, then links the first one's blob
+    // (one inode, so one stamp holds for both) instead of downloading it again.
     let blob_lock =
-        engine.blobs.lock().expect("blobs lock").entry(engine.layout.blob(item, file)).or_default().clone();
+        engine.blobs.lock().expect("blobs lock").entry(file.sha256.to_string()).or_default().clone();
     let _blob = blob_lock.lock().await;
     let reused = {
         let (layout, item, file, verify) =
             (engine.layout.clone(), item.clone(), file.clone(), engine.verify_existing);
-        let repos = repos.to_vec();
-        tokio::task::spawn_blocking(move || reuse(&layout, &item, &file, &repos, verify))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            let repos = hub_repos(layout.cache_dir());
+            reuse(&layout, &item, &file, &repos, verify)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
     };
     let copy_from = match reused {
         Ok(Reuse::InPlace) => return Ok(Got::OnDisk),
@@ -165,7 +170,7 @@ async fn bring_file(
         Err(reason) => return Err(local_failure(format!("{}: {reason}", file.name), Symptom::DiskError)),
     };
     let partial = engine.layout.partial(item, file);
-    if let Err(e) = enough_space(&partial, file.size_bytes) {
+    if let Err(e) = room_for(engine, &partial, file.size_bytes).await {
         return Err(FileFailure { kind: e.kind(), symptom: e.symptom(), reason: e.to_string() });
     }
     if !started_reported.swap(true, Ordering::Relaxed) {
@@ -323,13 +328,32 @@ fn hub_repos(cache: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Makes the model visible: every link, in the order `publish::link` gives.
+/// Makes the model visible: every link, in the order `publish::link` gives, and its version
+/// recorded (`lifecycle::publish`).
 async fn link(engine: &Engine, item: &Item, commit: Option<String>) -> Result<(), Outcome> {
     let (layout, item) = (engine.layout.clone(), item.clone());
-    let linked = tokio::task::spawn_blocking(move || publish::link(&layout, &item, commit.as_deref()))
+    let linked = tokio::task::spawn_blocking(move || lifecycle::publish(&layout, &item, commit.as_deref()))
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    linked.map_err(|e| local(format!("cannot link: {e}"), Symptom::of_io(&e)))
+        .unwrap_or_else(|e| Err(std::io::Error::other(e).into()));
+    linked.map_err(|e| match e {
+        PublishError::Removed(_) => {
+            Outcome::Failed { kind: Kind::Transient, reason: e.to_string(), symptom: Symptom::Refused }
+        }
+        PublishError::Io(e) => local(format!("cannot link: {e}"), Symptom::of_io(&e)),
+    })
+}
+
+/// Records a model found published (by an earlier release, or before a crash) that has no
+/// version record yet, so its files can be given back once it is replaced.
+async fn record_published(engine: &Engine, item: &Item) {
+    let (layout, item) = (engine.layout.clone(), item.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        let commit = known_commit(&layout, &item);
+        if let Err(e) = lifecycle::ensure_recorded(&layout, &item, commit.as_deref()) {
+            tracing::warn!(model_id = %item.id, "cannot record the published version: {e}");
+        }
+    })
+    .await;
 }
 
 /// Whether the unstamped file at `path` is `file`: hashed, or with `verify_checksums = false`
@@ -418,6 +442,26 @@ fn failed(item: &Item, mut failures: Vec<(&ItemFile, FileFailure)>) -> Outcome {
         )
     };
     Outcome::Failed { kind, reason, symptom }
+}
+
+/// Refuses to start a download the disk cannot hold, after giving back kept previous
+/// versions to make room (`lifecycle::make_room`, unless `prune = false`).
+async fn room_for(engine: &Engine, partial: &Path, size: u64) -> Result<(), FetchError> {
+    match enough_space(partial, size) {
+        Err(e) if engine.prune && matches!(*e.cause, Cause::NoSpace { .. }) => {
+            let Cause::NoSpace { need, .. } = *e.cause else { return Err(e) };
+            let (layout, deployed) = (engine.layout.clone(), engine.deployed.clone());
+            let dir = partial.parent().unwrap_or(Path::new(".")).to_owned();
+            let freed =
+                tokio::task::spawn_blocking(move || lifecycle::make_room(&layout, &deployed, &dir, need))
+                    .await;
+            if freed.unwrap_or(0) == 0 {
+                return Err(e);
+            }
+            enough_space(partial, size)
+        }
+        other => other,
+    }
 }
 
 /// Refuses to start a download the disk cannot hold (the partial's bytes already count).

@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod hostile;
 mod hubfixture;
 mod journal;
+mod lifecycle;
 mod lock;
 mod matrix;
 mod models;

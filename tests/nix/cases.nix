@@ -93,6 +93,8 @@ let
     recheck_interval = "1h 30m";
     rehash_interval = "7d";
     metrics_file = "/var/lib/models/.models-fetch/metrics.prom";
+    keep_previous = 2;
+    prune = false;
   };
 
   customStore = run (good // {
