@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -400,4 +401,46 @@ fn a_gc_killed_at_any_unlink_leaves_every_published_model_whole_and_the_next_fin
         walk(&other.repo_dir())
     );
     assert_serves(&p2, &c2);
+}
+
+#[test]
+fn the_daemon_removes_a_model_on_reload_and_counts_what_it_gave_back() {
+    use crate::daemon::{Daemon, all_ready};
+    const OTHER: &str = "ajna-other";
+    let site = Site::new();
+    site.set("keep_previous", 0);
+    site.set("metrics_file", "metrics.prom");
+    let kept = site.origin().publish_repo(REPO, &version(1, 300_000));
+    let gone_commit = site.origin().publish_repo("test-org/removed", &version(9, 200_000));
+    site.write_entries(vec![entry(ID, &kept), entry(OTHER, &gone_commit)]);
+    let daemon = Daemon::start(&site);
+    daemon.expect_status(0, Duration::from_secs(20), "all ready", all_ready);
+    let gone = site.planned(OTHER);
+    assert_serves(&gone, &gone_commit);
+
+    let from = daemon.messages().len();
+    site.write_entries(vec![entry(ID, &kept)]);
+    daemon.reload_until_all_ready(from);
+    let metrics = || std::fs::read_to_string(site.path("metrics.prom")).unwrap_or_default();
+    let counter = |name: &str| {
+        let text = metrics();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).map(str::to_owned);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counter("models_fetch_reclaimed_bytes_total").unwrap_or(0) < 200_000 {
+        assert!(std::time::Instant::now() < deadline, "nothing reclaimed:\n{}\n{}", metrics(), daemon.report());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!exists(&gone.model_path), "{} still there", gone.model_path.display());
+    assert!(!exists(&gone.repo_dir()), "{} still there", gone.repo_dir().display());
+    let cache = counter("models_fetch_cache_bytes").expect("models_fetch_cache_bytes");
+    assert!((300_000..1_000_000).contains(&cache), "cache bytes {cache}:\n{}", metrics());
+    assert!(!metrics().contains(OTHER), "the metrics still name the removed model:\n{}", metrics());
+    let status = site.status();
+    let ids: Vec<&str> = status["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [ID], "{status:#}");
+    let log = daemon.report();
+    assert!(log.contains("removed the blob") && log.contains("model_id=ajna-other"), "{log}");
+    assert_serves(&site.planned(ID), &kept);
 }
