@@ -429,7 +429,12 @@ fn the_daemon_removes_a_model_on_reload_and_counts_what_it_gave_back() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while counter("models_fetch_reclaimed_bytes_total").unwrap_or(0) < 200_000 {
-        assert!(std::time::Instant::now() < deadline, "nothing reclaimed:\n{}\n{}", metrics(), daemon.report());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing reclaimed:\n{}\n{}",
+            metrics(),
+            daemon.report()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!exists(&gone.model_path), "{} still there", gone.model_path.display());
@@ -438,7 +443,8 @@ fn the_daemon_removes_a_model_on_reload_and_counts_what_it_gave_back() {
     assert!((300_000..1_000_000).contains(&cache), "cache bytes {cache}:\n{}", metrics());
     assert!(!metrics().contains(OTHER), "the metrics still name the removed model:\n{}", metrics());
     let status = site.status();
-    let ids: Vec<&str> = status["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        status["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [ID], "{status:#}");
     let log = daemon.report();
     assert!(log.contains("removed the blob") && log.contains("model_id=ajna-other"), "{log}");
