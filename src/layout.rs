@@ -216,6 +216,20 @@ impl Layout {
         self.trees_of(id).join(key)
     }
 
+    /// Whether `path`, a snapshot link or a ref a record names, lies where this layout writes
+    /// them: `{cache_dir}/models--*/{part}/...` (`part` is `snapshots` or `refs`), no `..`.
+    pub fn holds_hub_path(&self, path: &Path, part: &str) -> bool {
+        let Ok(inside) = path.strip_prefix(&self.cache_dir) else { return false };
+        let mut parts = inside.components().map(|c| match c {
+            std::path::Component::Normal(name) => name.to_str(),
+            _ => None,
+        });
+        let repo = parts.next().flatten().is_some_and(Self::is_hub_repo_name);
+        let kind = parts.next().flatten() == Some(part);
+        let rest: Vec<Option<&str>> = parts.collect();
+        repo && kind && !rest.is_empty() && rest.iter().all(|p| p.is_some_and(|n| n != ".."))
+    }
+
     /// Whether `path`, a blob a record names, lies where this layout keeps blobs (the Hub cache
     /// or the state folder's `blobs`): a record of another `cache_dir` is never acted on.
     pub fn holds_blob(&self, path: &Path) -> bool {
@@ -459,6 +473,28 @@ mod tests {
         }
         assert_eq!(Layout::partial_sha256(f.sha256.as_str()), None);
         assert_eq!(Layout::partial_sha256("x.models-fetch.incomplete.tmp"), None);
+    }
+
+    #[test]
+    fn records_are_acted_on_only_inside_the_cache() {
+        let layout = layout();
+        let snapshot = Path::new("/var/cache/hf/models--org--name/snapshots/c0/sub/model.bin");
+        assert!(layout.holds_hub_path(snapshot, "snapshots"));
+        assert!(!layout.holds_hub_path(snapshot, "refs"));
+        assert!(layout.holds_hub_path(Path::new("/var/cache/hf/models--org--name/refs/main"), "refs"));
+        for outside in [
+            "/etc/passwd",
+            "/var/cache/hf/models--org--name/refs",
+            "/var/cache/hf/other/snapshots/c0/x",
+            "/var/cache/hf/models--org--name/snapshots/../../../../etc/x",
+        ] {
+            assert!(!layout.holds_hub_path(Path::new(outside), "snapshots"), "{outside}");
+            assert!(!layout.holds_hub_path(Path::new(outside), "refs"), "{outside}");
+        }
+        let blob = Path::new("/var/cache/hf/models--org--name/blobs/ab");
+        assert!(layout.holds_blob(blob));
+        assert!(layout.holds_blob(Path::new("/srv/models/.models-fetch/blobs/ab")));
+        assert!(!layout.holds_blob(Path::new("/etc/blobs/ab")));
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub fn versions(layout: &Layout, dropped: &[&Version], needed: &Needed) -> Vec<A
     let removing: HashSet<PathBuf> = dropped
         .iter()
         .flat_map(|v| &v.snapshots)
+        .filter(|s| layout.holds_hub_path(&s.path, "snapshots"))
         .filter(|s| !needed.snapshots.contains(&s.path) && points_at(&s.path, &s.target))
         .map(|s| s.path.clone())
         .collect();
@@ -118,7 +119,7 @@ pub fn versions(layout: &Layout, dropped: &[&Version], needed: &Needed) -> Vec<A
             push(What::Snapshot, link.path.clone(), 0);
         }
         for reference in &version.refs {
-            if ref_goes(reference, needed, &removing) {
+            if layout.holds_hub_path(&reference.path, "refs") && ref_goes(reference, needed, &removing) {
                 push(What::Ref, reference.path.clone(), 0);
             }
         }
@@ -203,9 +204,13 @@ pub fn execute(layout: &Layout, actions: &[Action], dropped: &[&Version]) -> u64
     let freed = others.iter().map(|a| remove_one(a)).sum();
     let mut paths: Vec<(What, PathBuf)> = others.iter().map(|a| (a.what, a.path.clone())).collect();
     for version in dropped {
-        paths.extend(version.snapshots.iter().map(|s| (What::Snapshot, s.path.clone())));
-        paths.extend(version.refs.iter().map(|r| (What::Ref, r.path.clone())));
-        paths.extend(version.files.iter().map(|f| (What::Blob, f.blob.clone())));
+        let snapshots =
+            version.snapshots.iter().map(|s| &s.path).filter(|p| layout.holds_hub_path(p, "snapshots"));
+        paths.extend(snapshots.map(|p| (What::Snapshot, p.clone())));
+        let refs = version.refs.iter().map(|r| &r.path).filter(|p| layout.holds_hub_path(p, "refs"));
+        paths.extend(refs.map(|p| (What::Ref, p.clone())));
+        let blobs = version.files.iter().map(|f| &f.blob).filter(|p| layout.holds_blob(p));
+        paths.extend(blobs.map(|p| (What::Blob, p.clone())));
     }
     tidy(layout, &paths);
     for record in &records {

@@ -450,3 +450,65 @@ fn the_daemon_removes_a_model_on_reload_and_counts_what_it_gave_back() {
     assert!(log.contains("removed the blob") && log.contains("model_id=ajna-other"), "{log}");
     assert_serves(&site.planned(ID), &kept);
 }
+
+#[test]
+fn prune_false_removes_nothing_until_gc_is_run() {
+    let site = Site::new();
+    site.set("keep_previous", 0);
+    site.set("prune", false);
+    let c1 = site.origin().publish_repo(REPO, &version(1, 300_000));
+    let p1 = deploy(&site, &c1, &[]);
+    let c2 = site.origin().publish_repo(REPO, &version(2, 300_000));
+    let p2 = deploy(&site, &c2, &[]);
+    assert_on_disk(&p1);
+    assert_eq!(previous_commits(&site.status(), ID), [c1.id.as_str()]);
+    let out = gc(&site, false);
+    assert!(freed(&out) >= 300_000, "{out}");
+    assert_gone(&p1, &c1, &[&p2]);
+    assert_serves(&p2, &c2);
+}
+
+#[test]
+fn a_record_naming_paths_outside_the_cache_touches_none_of_them() {
+    let site = Site::new();
+    site.set("keep_previous", 0);
+    let c1 = site.origin().publish_repo(REPO, &version(1, 300_000));
+    let p1 = deploy(&site, &c1, &[]);
+    // A record planted in the state folder, naming files and links elsewhere, with a stamp
+    // that matches its "blob".
+    let outside = site.path("outside");
+    let blob = site.write("outside/blob", b"not a blob");
+    let link = outside.join("snapshots/link");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("target", &link).unwrap();
+    let reference = site.write("outside/refs/main", b"c0");
+    let sha = sha256_hex(b"not a blob");
+    let state = p1.state_dir();
+    let stamp =
+        std::fs::read_to_string(state.join("stamps").join(format!("{}.json", p1.file(WEIGHTS).sha256)))
+            .unwrap();
+    let mut stamp: Value = serde_json::from_str(&stamp).unwrap();
+    let meta = std::fs::metadata(&blob).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    stamp["sha256"] = sha.clone().into();
+    stamp["size"] = meta.len().into();
+    stamp["inode"] = meta.ino().into();
+    stamp["mtime_ns"] = (i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()))
+        .to_string()
+        .parse::<Value>()
+        .unwrap();
+    site.write(&format!("store/.models-fetch/stamps/{sha}.json"), stamp.to_string().as_bytes());
+    let record = serde_json::json!({
+        "id": "evil", "key": "k", "version": "1", "chakra": "ajna", "seq": 1,
+        "files": [{ "name": "x", "sha256": sha, "size": meta.len(), "blob": blob }],
+        "snapshots": [{ "path": link, "target": "target" }],
+        "refs": [{ "path": reference, "commit": "c0", "snapshot_dir": outside.join("snapshots") }],
+    });
+    site.write("store/.models-fetch/versions/evil/k.json", record.to_string().as_bytes());
+    let out = gc(&site, false);
+    assert_eq!(freed(&out), 0, "{out}");
+    for path in [&blob, &link, &reference] {
+        assert!(exists(path), "{} was removed:\n{out}", path.display());
+    }
+    assert_serves(&p1, &c1);
+}
