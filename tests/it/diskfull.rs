@@ -17,59 +17,11 @@
 //!   the old version stays.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::fixture::{AJNA, RUN_LIMIT, Site, data, is_root, run_with_limit, sha256_hex, terminate};
+use crate::fixture::tmpfs::Tmpfs;
+use crate::fixture::{AJNA, RUN_LIMIT, Site, data, run_with_limit, sha256_hex, terminate};
 use crate::origin::{Fault, Route, Rule};
-
-/// A tmpfs mounted at a path; unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `20m`) at `path` (created), or `None` when the test is
-    /// skipped on purpose; fails the test with a hint when it cannot mount.
-    fn mount(path: &Path, size: &str) -> Option<Self> {
-        if std::env::var_os("MODELS_FETCH_SKIP_DISKFULL").is_some() {
-            eprintln!("MODELS_FETCH_SKIP_DISKFULL set: the disk-full test is skipped");
-            return None;
-        }
-        assert!(
-            is_root(),
-            "the disk-full tests mount a tmpfs, which needs root (CI runs as root); set MODELS_FETCH_SKIP_DISKFULL=1 to skip them"
-        );
-        std::fs::create_dir_all(path).expect("mount point");
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "models-fetch-test"])
-            .arg(path)
-            .output()
-            .expect("mount runs");
-        assert!(output.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&output.stderr));
-        Some(Tmpfs { path: path.to_owned() })
-    }
-
-    /// Changes the size of the mounted tmpfs (space returns, or goes).
-    fn resize(&self, size: &str) {
-        let output = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .output()
-            .expect("mount runs");
-        assert!(output.status.success(), "remount tmpfs: {}", String::from_utf8_lossy(&output.stderr));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(&self.path).status().is_ok_and(|s| s.success());
-        if !unmounted {
-            // Busy (a process still has a file open): detach it now, freed when closed.
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
 
 /// Fills the file system holding `dir` with files of `chunk` bytes until it is full; returns
 /// the filler directory.

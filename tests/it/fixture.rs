@@ -15,6 +15,7 @@ pub mod index;
 pub mod layout;
 pub mod plan;
 pub mod repo;
+pub mod tmpfs;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

@@ -16,7 +16,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fixture::index::set_entry;
-use crate::fixture::{Planned, Repo, Site, data, is_root, sha256_hex, text, walk};
+use crate::fixture::tmpfs::Tmpfs;
+use crate::fixture::{Planned, Repo, Site, data, sha256_hex, text, walk};
 use crate::origin::Commit;
 
 const REPO: &str = "test-org/lifecycle";
@@ -280,35 +281,6 @@ fn files_other_tools_put_in_the_cache_and_the_store_are_left_alone() {
     }
     assert_eq!(walk(&foreign_repo), before, "the other repository was touched");
     assert!(exists(&user_link), "a link by someone else in by-chakra was removed");
-}
-
-/// A tmpfs mounted at a path; unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Self> {
-        if std::env::var_os("MODELS_FETCH_SKIP_DISKFULL").is_some() {
-            eprintln!("MODELS_FETCH_SKIP_DISKFULL set: the disk-pressure test is skipped");
-            return None;
-        }
-        assert!(is_root(), "the disk-pressure test mounts a tmpfs, which needs root (CI runs as root)");
-        std::fs::create_dir_all(path).expect("mount point");
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "models-fetch-lifecycle"])
-            .arg(path)
-            .output()
-            .expect("mount runs");
-        assert!(output.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&output.stderr));
-        Some(Tmpfs(path.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if !Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
 }
 
 #[test]
