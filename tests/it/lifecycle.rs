@@ -115,17 +115,22 @@ fn gc(site: &Site, dry_run: bool) -> String {
     String::from_utf8(output.stdout).expect("UTF-8")
 }
 
+/// v1 deployed, then v2: v1 is then the kept previous version (on disk, listed by status).
+fn v1_then_v2(site: &Site) -> ((Commit, Planned), (Commit, Planned)) {
+    let c1 = site.origin().publish_repo(REPO, &version(1, 300_000));
+    let p1 = deploy(site, &c1, &[]);
+    let c2 = site.origin().publish_repo(REPO, &version(2, 300_000));
+    let p2 = deploy(site, &c2, &[]);
+    assert_on_disk(&p1);
+    assert_eq!(previous_commits(&site.status(), ID), [c1.id.as_str()]);
+    ((c1, p1), (c2, p2))
+}
+
 #[test]
 fn updates_keep_one_previous_version_and_a_rollback_to_it_needs_no_network() {
     let site = Site::new();
     site.set("keep_previous", 1);
-    let c1 = site.origin().publish_repo(REPO, &version(1, 300_000));
-    let p1 = deploy(&site, &c1, &[]);
-    let c2 = site.origin().publish_repo(REPO, &version(2, 300_000));
-    let p2 = deploy(&site, &c2, &[]);
-    // v1 is kept: the previous version.
-    assert_on_disk(&p1);
-    assert_eq!(previous_commits(&site.status(), ID), [c1.id.as_str()]);
+    let ((c1, p1), (c2, p2)) = v1_then_v2(&site);
     let c3 = site.origin().publish_repo(REPO, &version(3, 300_000));
     let p3 = deploy(&site, &c3, &[]);
 
@@ -428,12 +433,7 @@ fn prune_false_removes_nothing_until_gc_is_run() {
     let site = Site::new();
     site.set("keep_previous", 0);
     site.set("prune", false);
-    let c1 = site.origin().publish_repo(REPO, &version(1, 300_000));
-    let p1 = deploy(&site, &c1, &[]);
-    let c2 = site.origin().publish_repo(REPO, &version(2, 300_000));
-    let p2 = deploy(&site, &c2, &[]);
-    assert_on_disk(&p1);
-    assert_eq!(previous_commits(&site.status(), ID), [c1.id.as_str()]);
+    let ((c1, p1), (c2, p2)) = v1_then_v2(&site);
     let out = gc(&site, false);
     assert!(freed(&out) >= 300_000, "{out}");
     assert_gone(&p1, &c1, &[&p2]);
