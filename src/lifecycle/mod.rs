@@ -116,7 +116,7 @@ pub fn gc(layout: &Layout, items: &[Item], keep_previous: usize, dry_run: bool) 
     let dropped = choose::dropped(&records, &deployed, keep_previous);
     let drop_set: HashSet<usize> = dropped.iter().copied().collect();
     let kept = records.iter().enumerate().filter(|(i, _)| !drop_set.contains(i)).map(|(_, v)| v);
-    let needed = needed(layout, items, kept);
+    let needed = needed(layout, items, &deployed, kept);
     let chakras: HashMap<String, String> =
         items.iter().map(|i| (i.id.to_string(), i.chakra.clone())).collect();
     let recorded: HashSet<(String, String)> = records.iter().map(|v| (v.id.clone(), v.key.clone())).collect();
@@ -146,7 +146,7 @@ pub fn make_room(layout: &Layout, items: &[Item], dir: &Path, need: u64) -> u64 
             break;
         }
         let others = records.iter().enumerate().filter(|(i, _)| *i != candidate && !gone.contains(i));
-        let needed = needed(layout, items, others.map(|(_, v)| v));
+        let needed = needed(layout, items, &deployed, others.map(|(_, v)| v));
         let version = &records[candidate];
         let actions = remove::versions(layout, &[version], &needed);
         let on_device = |a: &Action| {
@@ -179,8 +179,13 @@ fn protection(layout: &Layout, items: &[Item]) -> HashMap<String, Protected> {
         .collect()
 }
 
-/// What the deployed models and the kept versions need.
-fn needed<'a>(layout: &Layout, items: &[Item], kept: impl Iterator<Item = &'a Version>) -> Needed {
+/// What the deployed models (`items`, protected as `deployed` says) and the kept versions need.
+fn needed<'a>(
+    layout: &Layout,
+    items: &[Item],
+    deployed: &HashMap<String, Protected>,
+    kept: impl Iterator<Item = &'a Version>,
+) -> Needed {
     let mut needed = Needed::default();
     for version in kept {
         needed.add_version(version);
@@ -190,9 +195,10 @@ fn needed<'a>(layout: &Layout, items: &[Item], kept: impl Iterator<Item = &'a Ve
             needed.blobs.insert(layout.blob(item, file));
             needed.shas.insert(file.sha256.to_string());
         }
-        needed.trees.insert((item.id.to_string(), layout.tree_key(item)));
-        if let Some(current) = Layout::linked_tree_key(&layout.model_link(item), item.id.as_str()) {
-            needed.trees.insert((item.id.to_string(), current));
+        if let Some(protected) = deployed.get(item.id.as_str()) {
+            let id = item.id.to_string();
+            needed.trees.insert((id.clone(), protected.wanted.clone()));
+            needed.trees.extend(protected.current.clone().map(|current| (id, current)));
         }
         if let (Some(hub), Some(commit)) = (item.hub(), &item.commit) {
             needed.snapshots.extend(item.files.iter().map(|f| layout.snapshot(hub, commit, f)));
