@@ -196,6 +196,7 @@ impl Attempt<'_> {
                 self.expected,
                 self.progress,
                 &transferred,
+                &self.slot.connections,
             )
             .await;
             self.transferred += transferred.load(std::sync::atomic::Ordering::Relaxed);

@@ -7,6 +7,8 @@
 //! `RAMP_EVERY` another one (up to `connections_per_file`) when the receivers did not have to
 //! wait for the hasher and writer, kept only when it made the download faster. A fast origin is
 //! read over one connection, in order, with no byte read back; a slow one gets as many as help.
+//! The large files of one model share the budget (`slot::Connections`): shards downloaded at
+//! the same time stay on one connection each.
 //!
 //! A sidecar, `{partial}.chunks`, records the byte ranges on disk, rewritten in place every few
 //! MiB, so a crash loses only the bytes in flight (the pool's few MiB). It names the expected
@@ -29,6 +31,7 @@ use reqwest::StatusCode;
 
 use super::error::{Cause, Part};
 use super::partial::{self, Partial};
+use super::slot::{Connections, Lease};
 use super::{FetchError, Http, Progress};
 use crate::secret::redact;
 use crate::sink::Sink;
@@ -64,8 +67,10 @@ struct Shared<'a> {
     progress: Progress<'a>,
 }
 
-/// Downloads `url` into `partial` over up to `connections_per_file` connections, resuming from
-/// the ranges its sidecar records when `state` has them. `transferred` counts bytes received.
+/// Downloads `url` into `partial` over up to `connections_per_file` connections (fewer while
+/// other files of the model hold some of `budget`), resuming from the ranges its sidecar
+/// records when `state` has them. `transferred` counts bytes received.
+#[allow(clippy::too_many_arguments)]
 pub async fn download(
     http: &Http,
     url: &str,
@@ -74,6 +79,7 @@ pub async fn download(
     expected: &Expected,
     progress: Progress<'_>,
     transferred: &AtomicU64,
+    budget: &Connections,
 ) -> Result<Ended, FetchError> {
     let local = |doing: &str, e: io::Error| FetchError::io(format!("{doing} {}", partial.display()), e);
     let on_disk = match state {
@@ -91,7 +97,8 @@ pub async fn download(
         partial::recorder(partial, expected).map_err(|e| local("cannot open the sidecar of", e))?;
     let queue = requests(&on_disk, expected.size, http.chunk_size);
     let most = http.connections_per_file.max(1);
-    let sink = Sink::start(partial, expected.size, on_disk, most, Some(recorder))
+    // Buffers for one receiver; the pool grows with each connection added.
+    let sink = Sink::start(partial, expected.size, on_disk, 1, Some(recorder))
         .map_err(|e| FetchError::sink(partial, e))?;
     let shared = Shared {
         http,
@@ -106,7 +113,7 @@ pub async fn download(
     };
     progress(done);
 
-    let outcome = connections(&shared, &sink, most).await;
+    let outcome = connections(&shared, &sink, most, budget).await;
     let ended = sink.end().await.map_err(|e| FetchError::sink(partial, e));
     match outcome {
         Err(e) if matches!(*e.cause, Cause::NoRanges { .. }) => {
@@ -126,10 +133,16 @@ pub async fn download(
     }
 }
 
-/// Runs connections until the queue is empty, adding one while that makes the download faster.
-async fn connections(shared: &Shared<'_>, sink: &Sink, most: usize) -> Result<(), FetchError> {
+/// Runs connections until the queue is empty, adding one while that makes the download faster
+/// and the model's budget has room.
+async fn connections(
+    shared: &Shared<'_>,
+    sink: &Sink,
+    most: usize,
+    budget: &Connections,
+) -> Result<(), FetchError> {
     let mut running = FuturesUnordered::new();
-    running.push(connection(shared, sink));
+    running.push(connection(shared, sink, budget.first()));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + RAMP_EVERY, RAMP_EVERY);
     let mut ramp = Ramp::new(most, shared.received.load(Ordering::Relaxed));
     loop {
@@ -145,10 +158,13 @@ async fn connections(shared: &Shared<'_>, sink: &Sink, most: usize) -> Result<()
                 let load = Load { waited_ns: sink.backpressure_ns(), hashing_ns: sink.hasher_busy_ns() };
                 match ramp.tick(received, load, work_left) {
                     Step::Open(more) => {
-                        shared.active.fetch_add(more, Ordering::Relaxed);
+                        let leases: Vec<Lease<'_>> = (0..more).map_while(|_| budget.another(most)).collect();
+                        ramp.granted(leases.len());
+                        shared.active.fetch_add(leases.len(), Ordering::Relaxed);
                         shared.wanted.store(ramp.wanted, Ordering::Relaxed);
-                        for _ in 0..more {
-                            running.push(connection(shared, sink));
+                        sink.add_receivers(leases.len());
+                        for lease in leases {
+                            running.push(connection(shared, sink, lease));
                         }
                     }
                     Step::Close => shared.wanted.store(ramp.wanted, Ordering::Relaxed),
@@ -228,6 +244,17 @@ impl Ramp {
         tracing::debug!(connections = self.wanted, "the network is the bottleneck: more connections");
         Step::Open(self.wanted - previous)
     }
+
+    /// The model's budget granted `granted` of the connections the last `Open` asked for: the
+    /// step is judged as it is, or, with none, forgotten (tried again at a later tick, when
+    /// another file of the model may have ended).
+    fn granted(&mut self, granted: usize) {
+        let Some(trial) = self.trial else { return };
+        self.wanted = trial.previous + granted;
+        if granted == 0 {
+            self.trial = None;
+        }
+    }
 }
 
 /// Time the sink spent so far: receivers waiting for a buffer, the hasher busy.
@@ -241,8 +268,9 @@ struct Load {
 const TRIAL_TICKS: u32 = 2;
 const RAMP_GAIN: f64 = 1.15;
 
-/// One connection: takes the next range from the queue until none is left.
-async fn connection(shared: &Shared<'_>, sink: &Sink) -> Result<(), FetchError> {
+/// One connection, counted in the model's budget while it runs (`_lease`): takes the next
+/// range from the queue until none is left.
+async fn connection(shared: &Shared<'_>, sink: &Sink, _lease: Lease<'_>) -> Result<(), FetchError> {
     let Shared { http, url, expected, .. } = *shared;
     loop {
         let surplus = |active: usize| (active > shared.wanted.load(Ordering::Relaxed)).then(|| active - 1);
@@ -351,6 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn a_step_the_budget_refuses_is_tried_again_later() {
+        let mut ramp = Ramp::new(4, 0);
+        let idle = Load::default();
+        assert_eq!(ramp.tick(30 * MB, idle, true), Step::Open(1));
+        ramp.granted(0);
+        assert_eq!(ramp.wanted, 1, "no connection came: the count stays");
+        assert_eq!(ramp.tick(60 * MB, idle, true), Step::Open(1), "not stopped: asked again");
+        ramp.granted(1);
+        assert_eq!(ramp.tick(120 * MB, idle, true), Step::Stay);
+        assert_eq!(ramp.tick(180 * MB, idle, true), Step::Open(2), "the granted step helped");
+        ramp.granted(1);
+        assert_eq!(ramp.wanted, 3, "only what the budget gave is counted");
+    }
+
+    #[test]
     fn no_connection_is_added_while_the_disk_or_the_hash_is_the_limit() {
         let half = RAMP_EVERY.as_nanos() as u64 / 2;
         let mut ramp = Ramp::new(4, 0);
@@ -416,7 +459,9 @@ mod tests {
         let expected = Expected { sha256, size, git_oid: None };
         let transferred = AtomicU64::new(0);
         let url = format!("{endpoint}/blob");
-        let ended = download(&http, &url, &partial, Partial::Absent, &expected, &|_| {}, &transferred).await;
+        let budget = Connections::default();
+        let ended =
+            download(&http, &url, &partial, Partial::Absent, &expected, &|_| {}, &transferred, &budget).await;
         assert_eq!(ended.unwrap(), Ended::NoRanges);
         assert!(!partial.exists() && !partial::sidecar_path(&partial).exists(), "the partial files stay");
     }

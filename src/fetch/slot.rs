@@ -3,8 +3,12 @@
 //! `Http`'s download permits, the model's other files share it, and the last one to stop
 //! gives it back. A file waiting for a retry holds nothing, so a model whose only transfers
 //! are all waiting lets another model in.
+//!
+//! The slot also holds the model's connection budget (`Connections`): the large files of one
+//! model share `connections_per_file` connections between them, not that many each.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -16,6 +20,51 @@ pub struct ModelSlot {
     held: Mutex<Held>,
     /// Only one of the model's files waits for the permit; the others wait for it here.
     taking: tokio::sync::Mutex<()>,
+    /// The connections of the model's parallel (ranged) downloads.
+    pub connections: Connections,
+}
+
+/// The connections one model's ranged downloads hold. Each file's first connection is always
+/// granted (`max_parallel_files` bounds those); more only while the model holds fewer than
+/// its budget. So shards transferring at the same time each stay on one connection, in order,
+/// hashed from memory (no byte read back), instead of each ramping up to the budget; a shard
+/// left alone at the end may ramp up again.
+#[derive(Debug, Default)]
+pub struct Connections {
+    in_use: AtomicUsize,
+}
+
+/// One connection counted in its model's budget, until dropped.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    connections: &'a Connections,
+}
+
+impl Connections {
+    /// A file's first connection: granted whatever the others hold.
+    pub fn first(&self) -> Lease<'_> {
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        Lease { connections: self }
+    }
+
+    /// One more connection while the model holds fewer than `budget`.
+    pub fn another(&self, budget: usize) -> Option<Lease<'_>> {
+        let below = |n: usize| (n < budget).then_some(n + 1);
+        self.in_use.fetch_update(Ordering::Relaxed, Ordering::Relaxed, below).ok()?;
+        Some(Lease { connections: self })
+    }
+
+    /// Connections held now.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.connections.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +134,26 @@ mod tests {
         let text = format!("index = \"/i.json\"\nmax_parallel_models = {models}\n");
         let config = Config::parse(std::path::Path::new("/c.toml"), &text).expect("config");
         Http::new(&config, Ok(None)).expect("http")
+    }
+
+    #[test]
+    fn the_files_of_one_model_share_one_connection_budget() {
+        let slot = ModelSlot::default();
+        let budget = 4;
+        // Four shards, one connection each: the budget is spent, none of them gets another.
+        let firsts: Vec<_> = (0..4).map(|_| slot.connections.first()).collect();
+        assert!(slot.connections.another(budget).is_none());
+        // A fifth file still gets its first one (max_parallel_files bounds those).
+        let fifth = slot.connections.first();
+        assert_eq!(slot.connections.in_use(), 5);
+        drop(fifth);
+        drop(firsts);
+        // The last shard alone may use the whole budget, and not more.
+        let _last = slot.connections.first();
+        let more: Vec<_> = (0..5).filter_map(|_| slot.connections.another(budget)).collect();
+        assert_eq!(more.len(), 3);
+        drop(more);
+        assert_eq!(slot.connections.in_use(), 1, "a lease dropped gives its connection back");
     }
 
     #[tokio::test]

@@ -109,6 +109,11 @@ impl Pool {
         Some(buf)
     }
 
+    /// `more` buffers may be in use from now on.
+    pub fn grow(&self, more: usize) {
+        self.permits.add_permits(more);
+    }
+
     /// Returns a buffer (from any thread).
     pub fn give(&self, buf: Buf) {
         let mut spare = spare();

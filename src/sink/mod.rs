@@ -81,7 +81,8 @@ pub struct Sink {
 
 impl Sink {
     /// Starts on the existing partial file at `path` of a file of `size` bytes, of which the
-    /// ranges `on_disk` are already there. `receivers` bounds the memory: a few buffers each.
+    /// ranges `on_disk` are already there. `receivers` bounds the memory: a few buffers each
+    /// (`add_receivers` makes room for more).
     pub fn start(
         path: &Path,
         size: u64,
@@ -137,6 +138,11 @@ impl Sink {
     /// A receiver's way in: bytes pushed go to the file from `offset` on.
     pub fn feed(&self, offset: u64) -> Feed {
         Feed { pool: self.pool.clone(), to_hasher: self.to_hasher.0.clone(), buf: None, position: offset }
+    }
+
+    /// Room for `more` receivers: the pool grows by a few buffers each.
+    pub fn add_receivers(&self, more: usize) {
+        self.pool.grow(2 * more);
     }
 
     /// Nanoseconds receivers have waited for the hasher and writer so far.
