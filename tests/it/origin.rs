@@ -36,6 +36,7 @@
 //! connection carries exactly one request (`Connection: close`), so a fault never spills over.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -360,6 +361,30 @@ struct Shared {
     hub: String,
     cdn: String,
     cdn2: String,
+    /// Per host (`Host as usize`): requests being answered now, and the most at once so far.
+    answering: [AtomicUsize; 3],
+    most_at_once: [AtomicUsize; 3],
+}
+
+/// One request being answered, counted in its host's `answering` until dropped.
+struct Answering<'a> {
+    shared: &'a Shared,
+    host: usize,
+}
+
+impl<'a> Answering<'a> {
+    fn new(shared: &'a Shared, host: Host) -> Self {
+        let host = host as usize;
+        let now = shared.answering[host].fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_at_once[host].fetch_max(now, Ordering::SeqCst);
+        Answering { shared, host }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.shared.answering[self.host].fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -428,6 +453,8 @@ impl Origin {
             cdn: url("http", &cdn),
             cdn2: url("http", &cdn2),
             state: Mutex::new(State { token: token.map(str::to_owned), ..State::default() }),
+            answering: Default::default(),
+            most_at_once: Default::default(),
         });
         runtime.spawn(accept_loop(hub, Host::Hub, shared.clone(), acceptor));
         runtime.spawn(accept_loop(cdn, Host::Cdn, shared.clone(), None));
@@ -629,6 +656,12 @@ impl Origin {
         self.shared.lock().requests.clone()
     }
 
+    /// The most requests `host` was answering at one time so far (each request has its own
+    /// connection: the server closes it after the answer).
+    pub fn most_at_once(&self, host: Host) -> usize {
+        self.shared.most_at_once[host as usize].load(Ordering::SeqCst)
+    }
+
     /// The requests of one route so far.
     pub fn requests_to(&self, route: Route) -> Vec<Request> {
         self.requests().into_iter().filter(|r| r.route() == Some(route)).collect()
@@ -708,6 +741,7 @@ enum Answer {
 }
 
 async fn serve<C: Conn>(mut conn: C, host: Host, shared: &Shared) {
+    let _answering = Answering::new(shared, host);
     let Ok(Some(head)) = tokio::time::timeout(SLOW, read_head(&mut conn)).await else { return };
     let Some(mut request) = parse_head(&head, host) else {
         let bad = Answer::Plain { status: 400, headers: vec![], body: b"bad request\n".to_vec() };

@@ -391,3 +391,27 @@ fn an_install_of_the_layout_before_trees_is_migrated_in_place_without_a_download
     // Single-file entries keep `{store_dir}/{id}/{filename}`.
     assert_eq!(planned.store, planned.model_path.join(AJNA.filename));
 }
+
+#[test]
+fn the_shards_of_one_model_share_one_budget_of_connections_on_a_slow_cdn() {
+    // Three shards of 4 chunks each on a CDN that drips 32 KiB per 20 ms per connection: alone,
+    // each would ramp to `connections_per_file` (4) connections, 12 at once. One model's files
+    // share those 4: each shard keeps its first connection, and only one more is ever granted.
+    let site = Site::new();
+    site.set("chunk_size", "256KiB");
+    site.set("connections_per_file", 4);
+    site.set("max_parallel_files", 3);
+    let mut repo = Repo::new().file("config.json", "{\"model_type\": \"bert\"}\n");
+    for (i, shard) in SHARDS.iter().enumerate() {
+        repo = repo.lfs(shard, data(700 + i as u64, 1 << 20));
+    }
+    let commit = site.origin().publish_repo(REPO, &repo);
+    site.write_entries(vec![entry(&commit)]);
+    site.origin()
+        .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 32 * 1024, every: Duration::from_millis(20) }));
+    site.sync().assert_ok();
+    assert_set_published(&site, &site.planned(ID), &commit);
+    let most = site.origin().most_at_once(crate::origin::Host::Cdn);
+    assert!(most <= 4, "the model's shards held {most} connections to the CDN at once, more than its 4");
+    assert!(most >= SHARDS.len(), "the shards were not fetched side by side ({most} at once)");
+}
