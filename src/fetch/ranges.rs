@@ -142,7 +142,7 @@ async fn connections(
     budget: &Connections,
 ) -> Result<(), FetchError> {
     let mut running = FuturesUnordered::new();
-    running.push(connection(shared, sink, budget.first()));
+    running.push(connection(shared, sink, budget.first(most).await));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + RAMP_EVERY, RAMP_EVERY);
     let mut ramp = Ramp::new(most, shared.received.load(Ordering::Relaxed));
     loop {
@@ -156,6 +156,8 @@ async fn connections(
                 let work_left = !shared.queue.lock().expect("queue lock").is_empty();
                 let received = shared.received.load(Ordering::Relaxed);
                 let load = Load { waited_ns: sink.backpressure_ns(), hashing_ns: sink.hasher_busy_ns() };
+                ramp.running(shared.active.load(Ordering::Relaxed));
+                shared.wanted.store(ramp.wanted, Ordering::Relaxed);
                 match ramp.tick(received, load, work_left) {
                     Step::Open(more) => {
                         let leases: Vec<Lease<'_>> = (0..more).map_while(|_| budget.another(most)).collect();
@@ -245,6 +247,15 @@ impl Ramp {
         Step::Open(self.wanted - previous)
     }
 
+    /// Only `active` connections run (the others ended to make room for another file of the
+    /// model): a step they cut short is forgotten, not judged, so the file may ramp up again.
+    fn running(&mut self, active: usize) {
+        if active < self.wanted {
+            self.wanted = active;
+            self.trial = None;
+        }
+    }
+
     /// The model's budget granted `granted` of the connections the last `Open` asked for: the
     /// step is judged as it is, or, with none, forgotten (tried again at a later tick, when
     /// another file of the model may have ended).
@@ -268,12 +279,15 @@ struct Load {
 const TRIAL_TICKS: u32 = 2;
 const RAMP_GAIN: f64 = 1.15;
 
-/// One connection, counted in the model's budget while it runs (`_lease`): takes the next
-/// range from the queue until none is left.
-async fn connection(shared: &Shared<'_>, sink: &Sink, _lease: Lease<'_>) -> Result<(), FetchError> {
+/// One connection, counted in the model's budget while it runs (`lease`): takes the next
+/// range from the queue until none is left, the ramp wants fewer, or another file of the model
+/// waits for this extra connection.
+async fn connection(shared: &Shared<'_>, sink: &Sink, lease: Lease<'_>) -> Result<(), FetchError> {
     let Shared { http, url, expected, .. } = *shared;
     loop {
-        let surplus = |active: usize| (active > shared.wanted.load(Ordering::Relaxed)).then(|| active - 1);
+        let surplus = |active: usize| {
+            (active > shared.wanted.load(Ordering::Relaxed) || lease.wanted_back()).then(|| active - 1)
+        };
         if shared.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, surplus).is_ok() {
             return Ok(());
         }
@@ -391,6 +405,20 @@ mod tests {
         assert_eq!(ramp.tick(180 * MB, idle, true), Step::Open(2), "the granted step helped");
         ramp.granted(1);
         assert_eq!(ramp.wanted, 3, "only what the budget gave is counted");
+    }
+
+    #[test]
+    fn connections_given_back_to_another_file_cut_the_step_short_and_the_ramp_goes_on() {
+        let mut ramp = Ramp::new(4, 0);
+        let idle = Load::default();
+        assert_eq!(ramp.tick(30 * MB, idle, true), Step::Open(1));
+        ramp.granted(1);
+        // The extra connection ended for another file of the model before the step was judged.
+        ramp.running(1);
+        assert_eq!(ramp.wanted, 1);
+        assert_eq!(ramp.tick(45 * MB, idle, true), Step::Open(1), "not judged, not stopped: asked again");
+        ramp.running(2);
+        assert_eq!(ramp.wanted, 2, "what runs is never raised by it");
     }
 
     #[test]

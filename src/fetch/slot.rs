@@ -8,9 +8,8 @@
 //! model share `connections_per_file` connections between them, not that many each.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::Http;
 
@@ -24,46 +23,112 @@ pub struct ModelSlot {
     pub connections: Connections,
 }
 
-/// The connections one model's ranged downloads hold. Each file's first connection is always
-/// granted (`max_parallel_files` bounds those); more only while the model holds fewer than
-/// its budget. So shards transferring at the same time each stay on one connection, in order,
-/// hashed from memory (no byte read back), instead of each ramping up to the budget; a shard
-/// left alone at the end may ramp up again.
+/// The connections one model's ranged downloads hold, at most `connections_per_file` while
+/// there are no more files transferring than that. A file's first connection is granted while
+/// the model holds fewer than the budget, or when all it holds are other files' first ones
+/// (`max_parallel_files` bounds those); otherwise the file waits, and the other files' extra
+/// connections end at their next range boundary to make room. More connections are granted
+/// only while the model holds fewer than the budget and no file waits. So shards transferring
+/// at the same time each stay on one connection, in order, hashed from memory (no byte read
+/// back), instead of each ramping up to the budget; a shard left alone at the end may ramp up
+/// again.
 #[derive(Debug, Default)]
 pub struct Connections {
-    in_use: AtomicUsize,
+    held: Mutex<Count>,
+    /// Signalled whenever a lease is given back.
+    freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Count {
+    firsts: usize,
+    extras: usize,
+    /// Files waiting for their first connection.
+    waiting: usize,
 }
 
 /// One connection counted in its model's budget, until dropped.
 #[derive(Debug)]
 pub struct Lease<'a> {
     connections: &'a Connections,
+    first: bool,
+}
+
+/// A file counted as waiting for its first connection, until dropped (granted or cancelled).
+struct Waiting<'a>(&'a Connections);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.count().waiting -= 1;
+    }
 }
 
 impl Connections {
-    /// A file's first connection: granted whatever the others hold.
-    pub fn first(&self) -> Lease<'_> {
-        self.in_use.fetch_add(1, Ordering::Relaxed);
-        Lease { connections: self }
+    fn count(&self) -> std::sync::MutexGuard<'_, Count> {
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One more connection while the model holds fewer than `budget`.
+    /// A file's first connection, once the model holds fewer than `budget` or only first
+    /// connections.
+    pub async fn first(&self, budget: usize) -> Lease<'_> {
+        let mut waiting = None;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut count = self.count();
+                if count.firsts + count.extras < budget || count.extras == 0 {
+                    count.firsts += 1;
+                    drop(count);
+                    drop(waiting);
+                    return Lease { connections: self, first: true };
+                }
+                if waiting.is_none() {
+                    count.waiting += 1;
+                    waiting = Some(Waiting(self));
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// One more connection while the model holds fewer than `budget` and no file waits.
     pub fn another(&self, budget: usize) -> Option<Lease<'_>> {
-        let below = |n: usize| (n < budget).then_some(n + 1);
-        self.in_use.fetch_update(Ordering::Relaxed, Ordering::Relaxed, below).ok()?;
-        Some(Lease { connections: self })
+        let mut count = self.count();
+        if count.firsts + count.extras >= budget || count.waiting > 0 {
+            return None;
+        }
+        count.extras += 1;
+        Some(Lease { connections: self, first: false })
     }
 
     /// Connections held now.
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        self.in_use.load(Ordering::Relaxed)
+        let count = self.count();
+        count.firsts + count.extras
+    }
+}
+
+impl Lease<'_> {
+    /// Whether this connection should end at its range boundary: it is an extra one, and
+    /// another file of the model waits for its first.
+    pub fn wanted_back(&self) -> bool {
+        !self.first && self.connections.count().waiting > 0
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.connections.in_use.fetch_sub(1, Ordering::Relaxed);
+        let mut count = self.connections.count();
+        if self.first {
+            count.firsts -= 1;
+        } else {
+            count.extras -= 1;
+        }
+        drop(count);
+        self.connections.freed.notify_waiters();
     }
 }
 
@@ -136,24 +201,49 @@ mod tests {
         Http::new(&config, Ok(None)).expect("http")
     }
 
-    #[test]
-    fn the_files_of_one_model_share_one_connection_budget() {
+    #[tokio::test]
+    async fn the_files_of_one_model_share_one_connection_budget() {
         let slot = ModelSlot::default();
-        let budget = 4;
+        let (budget, now) = (4, std::time::Duration::from_millis(50));
+        let connections = &slot.connections;
         // Four shards, one connection each: the budget is spent, none of them gets another.
-        let firsts: Vec<_> = (0..4).map(|_| slot.connections.first()).collect();
-        assert!(slot.connections.another(budget).is_none());
-        // A fifth file still gets its first one (max_parallel_files bounds those).
-        let fifth = slot.connections.first();
-        assert_eq!(slot.connections.in_use(), 5);
+        let mut firsts = Vec::new();
+        for _ in 0..4 {
+            firsts.push(tokio::time::timeout(now, connections.first(budget)).await.expect("granted"));
+        }
+        assert!(connections.another(budget).is_none());
+        // A fifth file still gets its first one: only first ones are held (max_parallel_files
+        // bounds those).
+        let fifth = tokio::time::timeout(now, connections.first(budget)).await.expect("granted");
+        assert_eq!(connections.in_use(), 5);
         drop(fifth);
         drop(firsts);
         // The last shard alone may use the whole budget, and not more.
-        let _last = slot.connections.first();
-        let more: Vec<_> = (0..5).filter_map(|_| slot.connections.another(budget)).collect();
+        let last = connections.first(budget).await;
+        let mut more: Vec<_> = (0..5).filter_map(|_| connections.another(budget)).collect();
         assert_eq!(more.len(), 3);
-        drop(more);
-        assert_eq!(slot.connections.in_use(), 1, "a lease dropped gives its connection back");
+        assert!(!last.wanted_back() && !more[0].wanted_back());
+        // Another shard starting now waits; the extra connections are wanted back, none is
+        // granted meanwhile, and one given back lets it start: the budget holds.
+        let next = connections.first(budget);
+        tokio::pin!(next);
+        assert!(tokio::time::timeout(now, &mut next).await.is_err(), "granted over the budget");
+        assert!(more.iter().all(Lease::wanted_back) && !last.wanted_back());
+        assert!(connections.another(budget).is_none(), "an extra granted while a file waits");
+        more.pop();
+        let next = tokio::time::timeout(now, next).await.expect("granted once an extra went back");
+        assert_eq!(connections.in_use(), 4);
+        assert!(!more[0].wanted_back(), "nobody waits any more");
+        // A file that stops waiting (its download was cancelled) is not waited for.
+        {
+            let cancelled = connections.first(budget);
+            tokio::pin!(cancelled);
+            assert!(tokio::time::timeout(now, &mut cancelled).await.is_err());
+            assert!(more[0].wanted_back());
+        }
+        assert!(!more[0].wanted_back());
+        drop((more, next, last));
+        assert_eq!(connections.in_use(), 0, "a lease dropped gives its connection back");
     }
 
     #[tokio::test]

@@ -657,7 +657,8 @@ impl Origin {
     }
 
     /// The most requests `host` was answering at one time so far (each request has its own
-    /// connection: the server closes it after the answer).
+    /// connection: the server closes it after the answer). A request is counted from its
+    /// connection's accept until the last byte of its body is sent.
     pub fn most_at_once(&self, host: Host) -> usize {
         self.shared.most_at_once[host as usize].load(Ordering::SeqCst)
     }
@@ -741,7 +742,7 @@ enum Answer {
 }
 
 async fn serve<C: Conn>(mut conn: C, host: Host, shared: &Shared) {
-    let _answering = Answering::new(shared, host);
+    let answering = Answering::new(shared, host);
     let Ok(Some(head)) = tokio::time::timeout(SLOW, read_head(&mut conn)).await else { return };
     let Some(mut request) = parse_head(&head, host) else {
         let bad = Answer::Plain { status: 400, headers: vec![], body: b"bad request\n".to_vec() };
@@ -753,7 +754,7 @@ async fn serve<C: Conn>(mut conn: C, host: Host, shared: &Shared) {
             at: Instant::now(),
             fault: None,
         };
-        let _ = send(&mut conn, &request, bad, None).await;
+        let _ = send(&mut conn, &request, bad, None, answering).await;
         return;
     };
     let answer = {
@@ -799,7 +800,7 @@ async fn serve<C: Conn>(mut conn: C, host: Host, shared: &Shared) {
         _ => answer,
     };
     let fault = request.fault.clone();
-    let _ = send(&mut conn, &request, answer, fault.as_ref()).await;
+    let _ = send(&mut conn, &request, answer, fault.as_ref(), answering).await;
 }
 
 /// Reads up to the blank line that ends the request head.
@@ -1238,11 +1239,13 @@ async fn write_head<C: Conn>(
 }
 
 /// Writes `answer` to `request` with the body faults of `fault`, then closes the connection.
+/// The request counts as being answered until the last byte of a whole body goes out.
 async fn send<C: Conn>(
     conn: &mut C,
     request: &Request,
     answer: Answer,
     fault: Option<&Fault>,
+    answering: Answering<'_>,
 ) -> std::io::Result<()> {
     let head_only = request.method == "HEAD";
     let (headers, content) = match answer {
@@ -1319,15 +1322,31 @@ async fn send<C: Conn>(
             drain(conn, *pause).await;
         }
         Some(Fault::Drip { chunk, every }) => {
-            for piece in body.chunks((*chunk).max(1)) {
+            let mut pieces = body.chunks((*chunk).max(1)).peekable();
+            while let Some(piece) = pieces.next() {
                 tokio::time::sleep(*every).await;
+                if pieces.peek().is_none() {
+                    write_last(conn, piece, answering).await?;
+                    break;
+                }
                 conn.write_all(piece).await?;
                 conn.flush().await?;
             }
         }
-        _ => conn.write_all(body).await?,
+        _ => write_last(conn, body, answering).await?,
     }
     conn.shutdown().await
+}
+
+/// Writes the end of a body, no longer counting its request (dropping `answering`) just before
+/// the last byte goes out: a client that opens its next connection once it has a whole body is
+/// never counted twice, however late this task gets to close the old one.
+async fn write_last<C: Conn>(conn: &mut C, end: &[u8], answering: Answering<'_>) -> std::io::Result<()> {
+    let (most, last) = end.split_at(end.len().saturating_sub(1));
+    conn.write_all(most).await?;
+    drop(answering);
+    conn.write_all(last).await?;
+    conn.flush().await
 }
 
 /// Waits `pause`, or less if the client closes the connection first.

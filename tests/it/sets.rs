@@ -394,21 +394,24 @@ fn an_install_of_the_layout_before_trees_is_migrated_in_place_without_a_download
 
 #[test]
 fn the_shards_of_one_model_share_one_budget_of_connections_on_a_slow_cdn() {
-    // Three shards of 4 chunks each on a CDN that drips 32 KiB per 20 ms per connection: alone,
+    // Three shards of 8 chunks each on a CDN that drips 32 KiB per 20 ms per connection: alone,
     // each would ramp to `connections_per_file` (4) connections, 12 at once. One model's files
-    // share those 4: each shard keeps its first connection, and only one more is ever granted.
+    // share those 4. The hub drips `config.json` too, so the first two shards (fetched beside
+    // it) ramp to 2 connections each before the third starts: it waits until one of their
+    // extra connections ends at its range boundary, and never holds a fifth.
     let site = Site::new();
     site.set("chunk_size", "256KiB");
     site.set("connections_per_file", 4);
     site.set("max_parallel_files", 3);
     let mut repo = Repo::new().file("config.json", "{\"model_type\": \"bert\"}\n");
     for (i, shard) in SHARDS.iter().enumerate() {
-        repo = repo.lfs(shard, data(700 + i as u64, 1 << 20));
+        repo = repo.lfs(shard, data(700 + i as u64, 2 << 20));
     }
     let commit = site.origin().publish_repo(REPO, &repo);
     site.write_entries(vec![entry(&commit)]);
-    site.origin()
-        .add(Rule::always(Route::Cdn, Fault::Drip { chunk: 32 * 1024, every: Duration::from_millis(20) }));
+    let drip = |chunk, ms| Fault::Drip { chunk, every: Duration::from_millis(ms) };
+    site.origin().add(Rule::always(Route::Cdn, drip(32 * 1024, 20)));
+    site.origin().add(Rule::always(Route::HubGet, drip(1, 15)).for_target("config.json"));
     site.sync().assert_ok();
     assert_set_published(&site, &site.planned(ID), &commit);
     let most = site.origin().most_at_once(crate::origin::Host::Cdn);
