@@ -161,6 +161,10 @@ async fn connections(
                 match ramp.tick(received, load, work_left) {
                     Step::Open(more) => {
                         let leases: Vec<Lease<'_>> = (0..more).map_while(|_| budget.another(most)).collect();
+                        if leases.len() < more {
+                            let granted = leases.len();
+                            tracing::debug!(granted, asked = more, "the model's other files hold its connections");
+                        }
                         ramp.granted(leases.len());
                         shared.active.fetch_add(leases.len(), Ordering::Relaxed);
                         shared.wanted.store(ramp.wanted, Ordering::Relaxed);
