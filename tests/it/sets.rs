@@ -394,18 +394,22 @@ fn an_install_of_the_layout_before_trees_is_migrated_in_place_without_a_download
 
 #[test]
 fn the_shards_of_one_model_share_one_budget_of_connections_on_a_slow_cdn() {
-    // Three shards of 8 chunks each on a CDN that drips 32 KiB per 20 ms per connection: alone,
+    // Three shards of 16 chunks each on a CDN that drips 32 KiB per 20 ms per connection: alone,
     // each would ramp to `connections_per_file` (4) connections, 12 at once. One model's files
     // share those 4. The hub drips `config.json` too, so the first two shards (fetched beside
     // it) ramp to 2 connections each before the third starts: it waits until one of their
-    // extra connections ends at its range boundary, and never holds a fifth.
+    // extra connections ends at its range boundary (not until their files are done), and never
+    // holds a fifth.
     let site = Site::new();
     site.set("chunk_size", "256KiB");
     site.set("connections_per_file", 4);
     site.set("max_parallel_files", 3);
     let mut repo = Repo::new().file("config.json", "{\"model_type\": \"bert\"}\n");
+    let mut blobs = Vec::new();
     for (i, shard) in SHARDS.iter().enumerate() {
-        repo = repo.lfs(shard, data(700 + i as u64, 2 << 20));
+        let bytes = data(700 + i as u64, 4 << 20);
+        blobs.push(sha256_hex(&bytes));
+        repo = repo.lfs(shard, bytes);
     }
     let commit = site.origin().publish_repo(REPO, &repo);
     site.write_entries(vec![entry(&commit)]);
@@ -417,4 +421,18 @@ fn the_shards_of_one_model_share_one_budget_of_connections_on_a_slow_cdn() {
     let most = site.origin().most_at_once(crate::origin::Host::Cdn);
     assert!(most <= 4, "the model's shards held {most} connections to the CDN at once, more than its 4");
     assert!(most >= SHARDS.len(), "the shards were not fetched side by side ({most} at once)");
+    // Request numbers of each shard's first and last range on the CDN.
+    let requests = site.origin().requests();
+    let cdn: Vec<_> = requests.iter().filter(|r| r.host == crate::origin::Host::Cdn).collect();
+    let span = |blob: &String| {
+        let numbers: Vec<_> = (0..cdn.len()).filter(|&n| cdn[n].target.contains(blob.as_str())).collect();
+        (numbers[0], numbers[numbers.len() - 1])
+    };
+    let mut spans: Vec<_> = blobs.iter().map(span).collect();
+    spans.sort();
+    let (late, earlier) = spans.split_last().expect("three shards");
+    assert!(
+        earlier.iter().all(|&(_, last)| late.0 < last),
+        "the late shard started only once the others were done ({spans:?}): their extra connections were not given back"
+    );
 }
