@@ -47,6 +47,12 @@ struct Count {
     waiting: usize,
 }
 
+impl Count {
+    fn held(&self) -> usize {
+        self.firsts + self.extras
+    }
+}
+
 /// One connection counted in its model's budget, until dropped.
 #[derive(Debug)]
 pub struct Lease<'a> {
@@ -78,9 +84,9 @@ impl Connections {
             freed.as_mut().enable();
             {
                 let mut count = self.count();
-                if count.firsts + count.extras < budget || count.extras == 0 {
+                if count.held() < budget || count.extras == 0 {
                     count.firsts += 1;
-                    drop(count);
+                    drop(count); // before `waiting`, whose drop takes the lock
                     drop(waiting);
                     return Lease { connections: self, first: true };
                 }
@@ -96,7 +102,7 @@ impl Connections {
     /// One more connection while the model holds fewer than `budget` and no file waits.
     pub fn another(&self, budget: usize) -> Option<Lease<'_>> {
         let mut count = self.count();
-        if count.firsts + count.extras >= budget || count.waiting > 0 {
+        if count.held() >= budget || count.waiting > 0 {
             return None;
         }
         count.extras += 1;
@@ -106,8 +112,7 @@ impl Connections {
     /// Connections held now.
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        let count = self.count();
-        count.firsts + count.extras
+        self.count().held()
     }
 }
 

@@ -425,8 +425,8 @@ fn the_shards_of_one_model_share_one_budget_of_connections_on_a_slow_cdn() {
     let requests = site.origin().requests();
     let cdn: Vec<_> = requests.iter().filter(|r| r.host == crate::origin::Host::Cdn).collect();
     let span = |blob: &String| {
-        let numbers: Vec<_> = (0..cdn.len()).filter(|&n| cdn[n].target.contains(blob.as_str())).collect();
-        (numbers[0], numbers[numbers.len() - 1])
+        let of_blob = |r: &&crate::origin::Request| r.target.contains(blob.as_str());
+        (cdn.iter().position(of_blob).expect("fetched"), cdn.iter().rposition(of_blob).expect("fetched"))
     };
     let mut spans: Vec<_> = blobs.iter().map(span).collect();
     spans.sort();
